@@ -1,0 +1,519 @@
+"""OpenSimplex noise in torch, fractal noise and RD++ pseudo-anomalies.
+
+RD++ trains its projection layers on pseudo-anomalous images: a box of
+fractal 3-D OpenSimplex noise (6 octaves, persistence 0.6, first octave at
+1/32 of the pixel frequency) times 0.2, added to a normal image in [0, 1].
+
+We deliberately write our own port of OpenSimplex instead of calling the
+``opensimplex`` package: that package evaluates one point at a time in
+Python (a 3x256x256 field takes seconds) and runs on the CPU only, while
+training needs a new noise box for every image of every batch, on the
+images' device. :func:`noise2` and :func:`noise3` evaluate whole tensors of
+coordinates at once (CPU or CUDA) and give the same values as
+``opensimplex.OpenSimplex(seed).noise2 / noise3`` (to ~1e-12, in float64):
+same permutation from the seed, same gradients, and the original region
+logic that picks which lattice points contribute (a branch-free sum over all
+nearby lattice points differs by ~5e-5 because the original skips some).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["noise2", "noise3", "fractal_noise", "PseudoAnomaly", "BoxDraw"]
+
+DEFAULT_SEED = 3
+"""opensimplex's default seed, so ``noise3(x, y, z)`` == ``opensimplex.noise3``."""
+
+_STRETCH2 = -0.211324865405187  # (1 / sqrt(2 + 1) - 1) / 2, as opensimplex rounds it
+_SQUISH2 = 0.366025403784439  # (sqrt(2 + 1) - 1) / 2
+_STRETCH3 = -1.0 / 6  # (1 / sqrt(3 + 1) - 1) / 3
+_SQUISH3 = 1.0 / 3  # (sqrt(3 + 1) - 1) / 3
+_NORM2 = 47.0
+_NORM3 = 103.0
+
+_GRADIENTS2 = (5, 2, 2, 5, -5, 2, -2, 5, 5, -2, 2, -5, -5, -2, -2, -5)
+_GRADIENTS3 = (
+    -11, 4, 4, -4, 11, 4, -4, 4, 11,
+    11, 4, 4, 4, 11, 4, 4, 4, 11,
+    -11, -4, 4, -4, -11, 4, -4, -4, 11,
+    11, -4, 4, 4, -11, 4, 4, -4, 11,
+    -11, 4, -4, -4, 11, -4, -4, 4, -11,
+    11, 4, -4, 4, 11, -4, 4, 4, -11,
+    -11, -4, -4, -4, -11, -4, -4, -4, -11,
+    11, -4, -4, 4, -11, -4, 4, -4, -11,
+)  # fmt: skip
+
+_CHUNK = 1 << 19  # points per evaluation step: bounds the [N, slots, dims] temporaries
+
+
+# --------------------------------------------------------------------------- permutation
+
+
+def _wrap_int64(value: int) -> int:
+    """Two's-complement wrap of a Python int to 64 bits (opensimplex's ``c_int64(x).value``)."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _permutation(seed: int) -> list[int]:
+    """opensimplex's 256-entry permutation for ``seed``: the same 64-bit LCG shuffle."""
+    source = list(range(256))
+    perm = [0] * 256
+    state = seed
+    for _ in range(3):
+        state = _wrap_int64(state * 6364136223846793005 + 1442695040888963407)
+    for i in range(255, -1, -1):
+        state = _wrap_int64(state * 6364136223846793005 + 1442695040888963407)
+        r = (state + 31) % (i + 1)  # Python's % is already non-negative here
+        perm[i] = source[r]
+        source[r] = source[i]
+    return perm
+
+
+_TABLES: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _tables(seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(perm [256] int64, grad2 [256, 2] float64, grad3 [256, 3] float64), cached per (seed, device).
+
+    ``grad*[j]`` is the gradient opensimplex uses for the last hash value ``j``
+    (2-D: ``GRADIENTS2[perm[j] & 0x0E]``, 3-D: ``GRADIENTS3[3 * (perm[j] % 24)]``).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be a Python int, got {seed!r} ({type(seed).__name__})")
+    key = (seed, str(device))
+    if key not in _TABLES:
+        perm = _permutation(seed)
+        grad2 = [_GRADIENTS2[(p & 0x0E) : (p & 0x0E) + 2] for p in perm]
+        grad3 = [_GRADIENTS3[3 * (p % 24) : 3 * (p % 24) + 3] for p in perm]
+        _TABLES[key] = (
+            torch.tensor(perm, dtype=torch.int64, device=device),
+            torch.tensor(grad2, dtype=torch.float64, device=device),
+            torch.tensor(grad3, dtype=torch.float64, device=device),
+        )
+    return _TABLES[key]
+
+
+# --------------------------------------------------------------------------- region tables
+#
+# For each input point, OpenSimplex sums the contributions of a handful of
+# lattice points chosen by which region of the stretched unit cell the point
+# falls into. We encode that choice as a small table: a per-point integer key
+# selects the lattice offsets (relative to the cell origin) of its "slots",
+# and a flag says whether each slot is used. The rules below transcribe
+# opensimplex's branches (internals.py, _noise2/_noise3).
+
+
+def _popcount(c: int) -> int:
+    return bin(c).count("1")
+
+
+def _extras3_low(c: int) -> list[tuple[int, int, int]]:
+    """Two extra vertices in the tetrahedron at (0,0,0); ``c`` is the closest-vertex code."""
+    if _popcount(c) == 1:  # (0,0,0) is one of the two closest vertices
+        return {1: [(1, -1, 0), (1, 0, -1)], 2: [(-1, 1, 0), (0, 1, -1)], 4: [(-1, 0, 1), (0, -1, 1)]}[c]
+    bits = [(c >> k) & 1 for k in range(3)]  # c = a | b
+    return [tuple(bits), tuple(1 if bit else -1 for bit in bits)]
+
+
+def _extras3_high(c: int) -> list[tuple[int, int, int]]:
+    """Two extra vertices in the tetrahedron at (1,1,1); ``c`` is the closest-vertex code."""
+    if _popcount(c) == 2:  # (1,1,1) is one of the two closest vertices
+        return {3: [(2, 1, 0), (1, 2, 0)], 5: [(2, 0, 1), (1, 0, 2)], 6: [(0, 2, 1), (0, 1, 2)]}[c]
+    bits = [(c >> k) & 1 for k in range(3)]  # c = a & b
+    return [tuple(bits), tuple(2 * bit for bit in bits)]
+
+
+def _minus_one_vertex(c: int) -> tuple[int, int, int]:
+    """A permutation of (1,1,-1): -1 on the first axis that ``c`` does not contain."""
+    return (-1, 1, 1) if not c & 1 else (1, -1, 1) if not c & 2 else (1, 1, -1)
+
+
+def _two_vertex(c: int) -> tuple[int, int, int]:
+    """A permutation of (2,0,0): 2 on the first axis that ``c`` contains."""
+    return (2, 0, 0) if c & 1 else (0, 2, 0) if c & 2 else (0, 0, 2)
+
+
+def _extras3_octahedron(a: int, b: int) -> list[tuple[int, int, int]]:
+    """Two extra vertices in the octahedron; ``a``, ``b`` are the two closest-vertex codes.
+
+    A code with two bits lies on the (1,1,1) side, one bit on the (0,0,0) side.
+    """
+    a_far, b_far = _popcount(a) == 2, _popcount(b) == 2
+    if a_far and b_far:
+        return [(1, 1, 1), _two_vertex(a & b)]
+    if not a_far and not b_far:
+        return [(0, 0, 0), _minus_one_vertex(a | b)]
+    far, near = (a, b) if a_far else (b, a)
+    return [_minus_one_vertex(far), _two_vertex(near)]
+
+
+_CORNERS_LOW = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]
+_CORNERS_HIGH = [(1, 1, 0), (1, 0, 1), (0, 1, 1), (1, 1, 1)]
+_CORNERS_OCTAHEDRON = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, 0, 1), (0, 1, 1)]
+
+
+def _region_table3() -> tuple[list, list]:
+    """Offsets [192][8][3] and used flags [192][8] for the 3-D keys.
+
+    Key = region * 64 + code: region 0 (tetrahedron at the origin, code c),
+    1 (tetrahedron at (1,1,1), code c), 2 (octahedron, code 8 * a + b).
+    Slots 0-5 are cell corners, slots 6-7 the two extra vertices.
+    """
+    offsets = [[(0, 0, 0)] * 8 for _ in range(192)]
+    used = [[False] * 8 for _ in range(192)]
+
+    def fill(key: int, corners: list, extras: list) -> None:
+        slots = corners + [(0, 0, 0)] * (6 - len(corners)) + extras
+        offsets[key] = slots
+        used[key] = [True] * len(corners) + [False] * (6 - len(corners)) + [True, True]
+
+    for c in (1, 2, 4, 3, 5, 6):
+        fill(c, _CORNERS_LOW, _extras3_low(c))
+        fill(64 + c, _CORNERS_HIGH, _extras3_high(c))
+    for a in (1, 3, 4, 6):
+        for b in (1, 2, 5, 6):
+            if a != b:
+                fill(128 + 8 * a + b, _CORNERS_OCTAHEDRON, _extras3_octahedron(a, b))
+    return offsets, used
+
+
+def _region_table2() -> tuple[list, list]:
+    """Offsets [8][4][2] and used flags [8][4] for the 2-D keys.
+
+    Key = 4 * region + 2 * near + (xins > yins): region 0 is the triangle at
+    (0,0), 1 the one at (1,1); ``near`` says whether that triangle's own
+    corner is one of the two closest vertices. Slots: (1,0), (0,1), the
+    triangle's corner, the extra vertex.
+    """
+    extras = {
+        (0, 0): (1, 1), (0, 1): (1, 1), (0, 2): (-1, 1), (0, 3): (1, -1),
+        (1, 0): (0, 0), (1, 1): (0, 0), (1, 2): (0, 2), (1, 3): (2, 0),
+    }  # fmt: skip
+    offsets = [[(1, 0), (0, 1), (region, region), extras[(region, case)]] for region in (0, 1) for case in range(4)]
+    return offsets, [[True] * 4 for _ in range(8)]
+
+
+_REGION_TABLES: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+
+def _region_tables(dims: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(offsets [K, S, D] int64, shifts [K, S, D] float64, used [K, S] bool) on ``device``.
+
+    ``shifts = offset + sum(offset) * squish`` is the offset in input space,
+    so a slot's displacement is ``d0 - shift``.
+    """
+    key = (dims, str(device))
+    if key not in _REGION_TABLES:
+        offsets, used = _region_table3() if dims == 3 else _region_table2()
+        squish = _SQUISH3 if dims == 3 else _SQUISH2
+        off = torch.tensor(offsets, dtype=torch.int64)
+        shifts = off.double() + off.sum(-1, keepdim=True).double() * squish
+        _REGION_TABLES[key] = (off.to(device), shifts.to(device), torch.tensor(used, device=device))
+    return _REGION_TABLES[key]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _keys2(xins: torch.Tensor, yins: torch.Tensor) -> torch.Tensor:
+    """2-D region key [N] (see :func:`_region_table2`), opensimplex's branch conditions."""
+    in_sum = xins + yins
+    high = in_sum > 1
+    zins = torch.where(high, 2 - in_sum, 1 - in_sum)
+    near = torch.where(high, (zins < xins) | (zins < yins), (zins > xins) | (zins > yins))
+    return 4 * high.long() + 2 * near.long() + (xins > yins).long()
+
+
+def _keys3(xins: torch.Tensor, yins: torch.Tensor, zins: torch.Tensor) -> torch.Tensor:
+    """3-D region key [N] (see :func:`_region_table3`), opensimplex's branch conditions."""
+    in_sum = xins + yins + zins
+
+    # Tetrahedron at (0,0,0): the two closest of (1,0,0), (0,1,0), (0,0,1).
+    a_s, b_s = xins, yins
+    swap_b = (a_s >= b_s) & (zins > b_s)
+    swap_a = (a_s < b_s) & (zins > a_s)
+    a_p = torch.where(swap_a, 4, 1)
+    b_p = torch.where(swap_b, 4, 2)
+    a_s, b_s = torch.where(swap_a, zins, a_s), torch.where(swap_b, zins, b_s)
+    wins = 1 - in_sum
+    origin_close = (wins > a_s) | (wins > b_s)
+    low = torch.where(origin_close, torch.where(b_s > a_s, b_p, a_p), a_p | b_p)
+
+    # Tetrahedron at (1,1,1): the two closest of (1,1,0), (1,0,1), (0,1,1).
+    a_s, b_s = xins, yins
+    swap_b = (a_s <= b_s) & (zins < b_s)
+    swap_a = (a_s > b_s) & (zins < a_s)
+    a_p = torch.where(swap_a, 3, 6)
+    b_p = torch.where(swap_b, 3, 5)
+    a_s, b_s = torch.where(swap_a, zins, a_s), torch.where(swap_b, zins, b_s)
+    wins = 3 - in_sum
+    corner_close = (wins < a_s) | (wins < b_s)
+    high = torch.where(corner_close, torch.where(b_s < a_s, b_p, a_p), a_p & b_p)
+
+    # Octahedron in between: pick two closest of the six mid vertices.
+    p1, p2, p3 = xins + yins, xins + zins, yins + zins
+    a_s = torch.where(p1 > 1, p1 - 1, 1 - p1)
+    a_p = torch.where(p1 > 1, 3, 4)
+    b_s = torch.where(p2 > 1, p2 - 1, 1 - p2)
+    b_p = torch.where(p2 > 1, 5, 2)
+    score = torch.where(p3 > 1, p3 - 1, 1 - p3)
+    third = torch.where(p3 > 1, 6, 1)
+    replace_a = (a_s <= b_s) & (a_s < score)
+    replace_b = (a_s > b_s) & (b_s < score)
+    a_p = torch.where(replace_a, third, a_p)
+    b_p = torch.where(replace_b, third, b_p)
+    octahedron = 128 + 8 * a_p + b_p
+
+    return torch.where(in_sum <= 1, low, torch.where(in_sum >= 2, 64 + high, octahedron))
+
+
+def _evaluate(coords: list[torch.Tensor], seed: int) -> torch.Tensor:
+    """OpenSimplex value [N] float64 for flat float64 coordinates ``coords`` (D tensors [N])."""
+    dims = len(coords)
+    stretch, squish, norm = (_STRETCH3, _SQUISH3, _NORM3) if dims == 3 else (_STRETCH2, _SQUISH2, _NORM2)
+    perm, grad2, grad3 = _tables(seed, coords[0].device)
+    grads = grad3 if dims == 3 else grad2
+    offsets, shifts, used = _region_tables(dims, coords[0].device)
+
+    stretch_offset = sum(coords[1:], coords[0]) * stretch
+    stretched = [c + stretch_offset for c in coords]
+    cell = [torch.floor(s) for s in stretched]
+    squish_offset = sum(cell[1:], cell[0]) * squish
+    inside = [s - b for s, b in zip(stretched, cell)]
+    d0 = torch.stack([c - (b + squish_offset) for c, b in zip(coords, cell)], -1)  # [N, D]
+
+    key = _keys3(*inside) if dims == 3 else _keys2(*inside)
+    d = d0[:, None, :] - shifts[key]  # [N, S, D]
+    attn = 2 - (d * d).sum(-1)  # [N, S]
+
+    lattice = torch.stack(cell, -1).long()[:, None, :] + offsets[key]  # [N, S, D]
+    j = lattice[..., 0] & 0xFF
+    for axis in range(1, dims):
+        j = (perm[j] + lattice[..., axis]) & 0xFF
+    extrapolation = (grads[j] * d).sum(-1)  # [N, S]
+
+    attn = torch.where(used[key] & (attn > 0), attn, 0.0)
+    attn = attn * attn
+    return (attn * attn * extrapolation).sum(-1) / norm
+
+
+def _noise(coords: tuple[torch.Tensor, ...], seed: int) -> torch.Tensor:
+    """Broadcast, validate and evaluate in chunks; returns float64 of the broadcast shape."""
+    tensors = [torch.as_tensor(c) for c in coords]
+    devices = {t.device for t in tensors}
+    if len(devices) != 1:
+        raise ValueError(f"noise coordinates must be on one device, got {sorted(map(str, devices))}")
+    tensors = [t.to(torch.float64) for t in torch.broadcast_tensors(*tensors)]
+    shape = tensors[0].shape
+    flat = [t.reshape(-1) for t in tensors]
+    for name, t in zip("xyz", flat):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"noise coordinate {name} contains NaN or infinite values")
+        if t.numel() and float(t.abs().max()) >= 2.0**52:
+            raise ValueError(f"noise coordinate {name} has |value| >= 2**52: float64 cannot place it on the lattice")
+    _tables(seed, flat[0].device)  # validates the seed before any work
+    out = torch.empty(flat[0].numel(), dtype=torch.float64, device=flat[0].device)
+    for start in range(0, out.numel(), _CHUNK):
+        out[start : start + _CHUNK] = _evaluate([t[start : start + _CHUNK] for t in flat], seed)
+    return out.reshape(shape)
+
+
+def noise2(x: torch.Tensor, y: torch.Tensor, seed: int = DEFAULT_SEED) -> torch.Tensor:
+    """2-D OpenSimplex noise at every point: equals ``opensimplex.OpenSimplex(seed).noise2(x, y)`` elementwise.
+
+    ``x``, ``y``: tensors (or numbers) of one shape, or broadcastable, on one
+    device (CPU or CUDA). Returns float64 of that shape, values in about [-1, 1].
+    """
+    return _noise((x, y), seed)
+
+
+def noise3(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, seed: int = DEFAULT_SEED) -> torch.Tensor:
+    """3-D OpenSimplex noise at every point: equals ``opensimplex.OpenSimplex(seed).noise3(x, y, z)`` elementwise.
+
+    ``x``, ``y``, ``z``: tensors (or numbers) of one shape, or broadcastable,
+    on one device (CPU or CUDA). Returns float64 of that shape, values in about [-1, 1].
+    """
+    return _noise((x, y, z), seed)
+
+
+# --------------------------------------------------------------------------- fractal noise
+
+
+def fractal_noise(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    z: torch.Tensor | None = None,
+    seed: int = DEFAULT_SEED,
+    *,
+    octaves: int = 6,
+    persistence: float = 0.6,
+    frequency: float = 1 / 32,
+) -> torch.Tensor:
+    """Fractal (multi-octave) OpenSimplex noise at pixel coordinates; 3-D, or 2-D when ``z`` is None.
+
+    ``sum_o persistence**o * noise(frequency * 2**o * (x, y, z))`` for
+    o = 0..octaves-1: the first octave sees coordinates divided by 32 (paper
+    defaults), each next one twice the frequency and ``persistence`` times the
+    amplitude. All octaves are evaluated in one batched call.
+
+    The public RD++ code's (3, h, w) field is ``fractal_noise(x, y, z)`` on the
+    grid ``z, y, x = torch.meshgrid(arange(3), arange(h), arange(w), indexing="ij")``:
+    the channel index is the z coordinate. Coordinates are broadcast; returns
+    float64 of the broadcast shape.
+    """
+    if octaves < 1:
+        raise ValueError(f"octaves must be >= 1, got {octaves}")
+    if not frequency > 0:
+        raise ValueError(f"frequency must be > 0, got {frequency}")
+    coords = [torch.as_tensor(c) for c in ((x, y) if z is None else (x, y, z))]
+    coords = [c.to(torch.float64) for c in torch.broadcast_tensors(*coords)]
+    device = coords[0].device
+    scale = frequency * 2.0 ** torch.arange(octaves, dtype=torch.float64, device=device)
+    amplitude = persistence ** torch.arange(octaves, dtype=torch.float64, device=device)
+    view = (octaves,) + (1,) * coords[0].dim()
+    values = _noise(tuple(c[None] * scale.view(view) for c in coords), seed)  # [octaves, *shape]
+    return (values * amplitude.view(view)).sum(0)
+
+
+# --------------------------------------------------------------------------- pseudo-anomalies
+
+
+class BoxDraw(NamedTuple):
+    """The random draws behind one batch of pseudo-anomalies (all on the images' device).
+
+    top, left, height, width: [B] int64, the box of each sample, fully inside the image.
+    offset: [B, K, 3] float64, where in the noise domain (pixel units, x/y/z)
+    each sample's box starts; K = 1 (channel-correlated, channel c at z + c)
+    or K = C (one independent offset per channel).
+    """
+
+    top: torch.Tensor
+    left: torch.Tensor
+    height: torch.Tensor
+    width: torch.Tensor
+    offset: torch.Tensor
+
+
+class PseudoAnomaly(torch.nn.Module):
+    """RD++ pseudo-anomalies: add a box of fractal simplex noise to every image of a batch.
+
+    ``PseudoAnomaly()(images, generator=None) -> (noisy_images, box_masks)``
+    with images [B, C, H, W] in [0, 1] on any device; noisy_images has their
+    shape, dtype and device; box_masks is [B, 1, H, W] (1 inside the box, 0 outside).
+
+    Per sample: box height and width uniform in ``size_range`` (inclusive),
+    position uniform with the box fully inside the image, noise =
+    ``scale * fractal_noise(...)`` (paper: 10..31 px, 0.2, 6 octaves,
+    persistence 0.6, frequency 1/32), added to the image, not clamped unless
+    ``clamp=True``. Unlike the public code, which crops one fixed noise field
+    for every image, each sample reads its own region of the noise domain
+    (a random offset in [0, ``offset_range``) per axis), so no two samples
+    share noise. ``correlated_channels=True`` is the published recipe (one
+    3-D field whose z axis is the channel, so channels are nearly equal);
+    False gives each channel its own offset. All boxes of the batch are
+    evaluated in one batched noise call, on the images' device. Random draws
+    come from ``generator`` (or torch's default CPU generator) on its own
+    device, so a CPU generator gives the same result on CPU and CUDA.
+    """
+
+    def __init__(
+        self,
+        size_range: tuple[int, int] = (10, 31),
+        scale: float = 0.2,
+        *,
+        octaves: int = 6,
+        persistence: float = 0.6,
+        frequency: float = 1 / 32,
+        clamp: bool = False,
+        correlated_channels: bool = True,
+        seed: int = 0,
+        offset_range: float = 2.0**16,
+    ) -> None:
+        super().__init__()
+        low, high = size_range
+        if not 1 <= low <= high:
+            raise ValueError(f"size_range must satisfy 1 <= low <= high, got {size_range}")
+        if octaves < 1:
+            raise ValueError(f"octaves must be >= 1, got {octaves}")
+        if not offset_range > 0:
+            raise ValueError(f"offset_range must be > 0, got {offset_range}")
+        _tables(seed, torch.device("cpu"))  # validates the seed now, not at the first batch
+        self.size_range = (int(low), int(high))
+        self.scale = scale
+        self.octaves = octaves
+        self.persistence = persistence
+        self.frequency = frequency
+        self.clamp = clamp
+        self.correlated_channels = correlated_channels
+        self.seed = seed
+        self.offset_range = offset_range
+
+    def extra_repr(self) -> str:
+        return (
+            f"size_range={self.size_range}, scale={self.scale}, octaves={self.octaves}, "
+            f"persistence={self.persistence}, frequency={self.frequency}, clamp={self.clamp}, "
+            f"correlated_channels={self.correlated_channels}, seed={self.seed}"
+        )
+
+    def draw(
+        self, shape: torch.Size | tuple[int, int, int, int], device: torch.device, generator: torch.Generator | None = None
+    ) -> BoxDraw:
+        """Draw boxes and noise offsets for a batch of ``shape`` [B, C, H, W]; returned on ``device``."""
+        batch, channels, height, width = shape
+        low, high = self.size_range
+        if high > height or high > width:
+            raise ValueError(f"size_range {self.size_range} does not fit images of {height}x{width} pixels")
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        kw = {"generator": generator, "device": gen_device}
+        box_h = torch.randint(low, high + 1, (batch,), **kw)
+        box_w = torch.randint(low, high + 1, (batch,), **kw)
+        # uniform in 0..H-h inclusive; the clamp guards a rounding of u * n up to n
+        top = (torch.rand(batch, dtype=torch.float64, **kw) * (height - box_h + 1)).long().clamp_max(height - box_h)
+        left = (torch.rand(batch, dtype=torch.float64, **kw) * (width - box_w + 1)).long().clamp_max(width - box_w)
+        k = 1 if self.correlated_channels else channels
+        offset = torch.rand(batch, k, 3, dtype=torch.float64, **kw) * self.offset_range
+        return BoxDraw(*(t.to(device) for t in (top, left, box_h, box_w, offset)))
+
+    def apply(self, images: torch.Tensor, draw: BoxDraw) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add the noise boxes described by ``draw`` to ``images`` [B, C, H, W].
+
+        Returns (noisy [B, C, H, W], masks [B, 1, H, W]). Noise is evaluated only
+        at the pixels inside the boxes (one batched call for the whole batch).
+        """
+        batch, channels, height, width = images.shape
+        rows = torch.arange(height, device=images.device)
+        cols = torch.arange(width, device=images.device)
+        row_in = (rows >= draw.top[:, None]) & (rows < (draw.top + draw.height)[:, None])  # [B, H]
+        col_in = (cols >= draw.left[:, None]) & (cols < (draw.left + draw.width)[:, None])  # [B, W]
+        inside = row_in[:, :, None] & col_in[:, None, :]  # [B, H, W]
+        b, r, c = inside.nonzero(as_tuple=True)  # [P] each: the box pixels of the batch
+
+        ch = torch.arange(channels, device=images.device)
+        offset = draw.offset[b]  # [P, K, 3]
+        x = offset[..., 0] + (c - draw.left[b])[:, None]  # [P, K]
+        y = offset[..., 1] + (r - draw.top[b])[:, None]
+        z = offset[..., 2] + ch if self.correlated_channels else offset[..., 2]  # [P, C]
+        values = fractal_noise(
+            x, y, z, self.seed, octaves=self.octaves, persistence=self.persistence, frequency=self.frequency
+        )  # [P, C]
+
+        field = torch.zeros_like(images)
+        field[b[:, None], ch, r[:, None], c[:, None]] = (self.scale * values).to(images.dtype)
+        noisy = images + field
+        if self.clamp:
+            noisy = noisy.clamp(0, 1)
+        return noisy, inside[:, None].to(images.dtype)
+
+    def forward(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """images [B, C, H, W] in [0, 1] -> (noisy_images [B, C, H, W], box_masks [B, 1, H, W])."""
+        if images.dim() != 4 or not images.is_floating_point():
+            raise ValueError(
+                f"images must be a floating tensor [B, C, H, W], got {images.dim()}-D {images.dtype} {tuple(images.shape)}"
+            )
+        return self.apply(images, self.draw(images.shape, images.device, generator))
