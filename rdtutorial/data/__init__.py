@@ -1,0 +1,18 @@
+"""Datasets for anomaly detection: MVTec AD (and any folder in its layout), BTAD, and the demo set.
+
+Items are ``{"image": [3,H,W] float32 in [0,1], "mask": [1,H,W] float32 in {0,1},
+"label": 0|1, "defect": str, "path": str}``.
+"""
+
+from .btad import BTAD
+from .demo import DEMO_CATEGORIES, make_demo_dataset
+from .download import MVTEC_SHA256, MVTEC_URL, DownloadError, download_mvtec
+from .folder import AnomalyDataset, list_categories
+from .io import DatasetError
+from .mvtec import MVTecAD
+from .plot import show_samples
+
+__all__ = [
+    "AnomalyDataset", "BTAD", "DEMO_CATEGORIES", "DatasetError", "DownloadError", "MVTEC_SHA256", "MVTEC_URL",
+    "MVTecAD", "download_mvtec", "list_categories", "make_demo_dataset", "show_samples",
+]

@@ -1,0 +1,58 @@
+"""BTAD (beanTech Anomaly Detection): three products ``01``, ``02``, ``03``.
+
+``<root>/<product>/train/ok/*``, ``test/ok/*`` (normal), ``test/ko/*``
+(defective) and ``ground_truth/ko/<stem>.<png|bmp>``: the mask has the image's
+stem with no suffix, and its extension may differ from the image's (the
+images of some products are .bmp, their masks .png or .bmp).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .folder import AnomalyDataset, Sample, category_dir, check_split, find_mask
+from .io import DatasetError, list_images
+
+NORMAL, ANOMALOUS = "ok", "ko"
+
+
+class BTAD(AnomalyDataset):
+    """One BTAD product, one split; items as for :class:`~rdtutorial.data.MVTecAD`
+    (``defect`` is the folder name, ``"ok"`` or ``"ko"``)."""
+
+    CATEGORIES = ("01", "02", "03")
+
+    def __init__(
+        self,
+        root: str | Path,
+        category: str,
+        split: str = "train",
+        image_size: int | tuple[int, int] | None = 256,
+    ) -> None:
+        self.root = Path(root)
+        self.category = category
+        self.split = check_split(split)
+        folder = category_dir(self.root, category)
+        super().__init__(_samples(folder, split), image_size)
+
+
+def _images(folder: Path, required: bool) -> list[Path]:
+    if not folder.is_dir():
+        if required:
+            raise DatasetError(f"folder {folder} does not exist (expected BTAD images there)")
+        return []
+    images = list_images(folder)
+    if required and not images:
+        raise DatasetError(f"folder {folder} holds no PNG, BMP or JPEG images")
+    return images
+
+
+def _samples(folder: Path, split: str) -> list[Sample]:
+    if split == "train":
+        return [Sample(p, None, 0, NORMAL) for p in _images(folder / "train" / NORMAL, required=True)]
+    samples = [Sample(p, None, 0, NORMAL) for p in _images(folder / "test" / NORMAL, required=False)]
+    for image in _images(folder / "test" / ANOMALOUS, required=False):
+        samples.append(Sample(image, find_mask(folder / "ground_truth" / ANOMALOUS, image.stem, image), 1, ANOMALOUS))
+    if not samples:
+        raise DatasetError(f"no test images in {folder / 'test' / NORMAL} or {folder / 'test' / ANOMALOUS}")
+    return samples

@@ -1,0 +1,111 @@
+"""A lazily loading anomaly-detection dataset over a list of (image, mask, label, defect) files.
+
+MVTecAD and BTAD only differ in how they find their files; both hand a list
+of :class:`Sample` to :class:`AnomalyDataset`, which reads one item per
+``__getitem__`` (so it pickles cheaply into DataLoader workers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from .io import DatasetError, is_image_file, load_image, load_mask, normalize_size, resize_image, resize_mask
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image file, its mask file (None for a normal image), label 0|1 and defect type."""
+
+    image: Path
+    mask: Path | None
+    label: int
+    defect: str
+
+
+def list_categories(root: str | Path) -> list[str]:
+    """Sorted names of the folders in ``root`` that hold a ``train`` or ``test`` folder."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir()))
+
+
+def category_dir(root: str | Path, category: str) -> Path:
+    """``root/category``, or a DatasetError that lists the categories present."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset root {root} does not exist (expected a folder with one subfolder per category)")
+    folder = root / category
+    if not folder.is_dir():
+        present = list_categories(root)
+        raise DatasetError(
+            f"category {category!r} not found: {folder} does not exist. "
+            f"Categories present in {root}: {present if present else 'none'}"
+        )
+    return folder
+
+
+def find_mask(folder: Path, stem: str, image: Path) -> Path:
+    """The mask ``folder/<stem>.<png|bmp|jpg|jpeg>`` for ``image``, or a DatasetError naming what was looked for."""
+    candidates = sorted(p for p in folder.iterdir() if p.stem == stem and is_image_file(p)) if folder.is_dir() else []
+    if not candidates:
+        raise DatasetError(
+            f"defect image {image} has no mask: expected {folder / stem}.png (or .bmp/.jpg/.jpeg)"
+        )
+    return candidates[0]
+
+
+def check_split(split: str) -> str:
+    """``split`` if it is 'train' or 'test', else a ValueError."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return split
+
+
+class AnomalyDataset(Dataset):
+    """Items ``{"image": [3,H,W] float32 in [0,1], "mask": [1,H,W] float32 in {0,1}, "label": 0|1,
+    "defect": str, "path": str}``, read lazily from ``samples`` and resized to ``image_size``
+    (int, (H, W), or None for each file's own size)."""
+
+    def __init__(self, samples: list[Sample], image_size: int | tuple[int, int] | None = 256) -> None:
+        self.samples = list(samples)
+        self.image_size = normalize_size(image_size)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def labels(self) -> list[int]:
+        """Labels of all items, without reading any image."""
+        return [s.label for s in self.samples]
+
+    @property
+    def defects(self) -> list[str]:
+        """Sorted defect types present (normal ones included)."""
+        return sorted({s.defect for s in self.samples})
+
+    def __getitem__(self, index: int) -> dict:
+        s = self.samples[index]
+        image = load_image(s.image)
+        if s.mask is None:
+            mask = torch.zeros(1, *image.shape[-2:])
+        else:
+            mask = load_mask(s.mask)
+            if mask.shape[-2:] != image.shape[-2:]:
+                raise DatasetError(
+                    f"mask {s.mask} is {tuple(mask.shape[-2:])} (H, W) but its image {s.image} is "
+                    f"{tuple(image.shape[-2:])}: a mask must have its image's size"
+                )
+        return {
+            "image": resize_image(image, self.image_size),
+            "mask": resize_mask(mask, self.image_size),
+            "label": s.label,
+            "defect": s.defect,
+            "path": str(s.image),
+        }
