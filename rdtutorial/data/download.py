@@ -243,7 +243,10 @@ def _extract_member(tar, member, parts, staging: Path, real_staging: Path, optio
         raise DownloadError(f"refusing archive member {member.name!r}: its path resolves outside the target folder")
     if member.islnk() and not _inside(staging / member.linkname, real_staging):
         raise DownloadError(f"refusing archive member {member.name!r}: hard link resolves outside the target folder")
-    tar.extract(member, staging, **options)
+    try:
+        tar.extract(member, staging, **options)
+    except tarfile.TarError as err:  # includes the data filter's refusals
+        raise DownloadError(f"refusing archive member {member.name!r}: {err}") from err
     if member.issym() and not _inside(target, real_staging):
         raise DownloadError(f"refusing archive member {member.name!r}: symlink resolves outside the target folder")
 
