@@ -45,9 +45,12 @@ def _scores(x: ArrayLike) -> np.ndarray:
 def _binary(x: ArrayLike, name: str) -> np.ndarray:
     """Ground truth as a bool array; anything but 0 and 1 is an error."""
     x = _numpy(x)
-    if x.dtype != bool and not np.isin(x, (0, 1)).all():
+    if x.dtype == bool:
+        return x
+    nonzero = x != 0
+    if not (x[nonzero] == 1).all():
         raise ValueError(f"{name} must contain only 0 (normal) and 1 (anomalous), found {np.unique(x)[:10]}")
-    return x.astype(bool, copy=False)
+    return nonzero
 
 
 def _maps_and_masks(maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -82,40 +85,48 @@ def pixel_auroc(maps: ArrayLike, masks: ArrayLike) -> float:
 
 
 def pro_curve(maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """The PRO curve of a test set: (fpr, pro), both [T + 1], from (0, 0) to (1, 1).
+    """The PRO curve of a test set: (fpr, pro), two non-decreasing [T] arrays from (0, 0) to (1, 1).
 
-    Each point is one threshold t (every distinct score, descending; a pixel
-    is positive when its score >= t). FPR(t) is the fraction of all normal
-    pixels of the set that are positive. PRO(t) is the mean, over every
-    connected defect region of the set (8-connectivity), of the fraction of
-    that region's pixels that are positive.
+    A threshold t makes a pixel positive when its score >= t. FPR(t) is the
+    fraction of all normal pixels of the set that are positive; PRO(t) is the
+    mean, over every connected defect region of the set (8-connectivity), of
+    the fraction of that region's pixels that are positive. Lowering t
+    through every distinct score traces the curve.
 
-    One sort of all pixel scores gives every threshold at once: walking down
-    the sorted scores, a normal pixel adds 1 / (normal pixels) to FPR and a
-    pixel of region r adds 1 / (|r| * regions) to PRO, so both curves are
-    cumulative sums, read at the last pixel of each run of equal scores.
+    Computed without a loop over thresholds. A defect pixel of region r adds
+    1 / (|r| * regions) to PRO, so with the defect scores sorted once
+    (descending), PRO at each distinct defect score is a cumulative sum read
+    at the end of that score's run. FPR is a count of normal scores >= t: a
+    binary search in the normal scores, sorted once. Between two consecutive
+    distinct defect scores only normal pixels are crossed, so the curve runs
+    horizontally there; it bends only just above and at each defect score
+    (diagonally when normal pixels share that score). The curve is returned
+    at those two points per distinct defect score: the same polyline as one
+    point per distinct score, without its collinear points.
     maps, masks: [N, H, W] (or [N, 1, H, W]).
     """
     maps, masks = _maps_and_masks(maps, masks)
     regions, num_regions = ndimage.label(masks, structure=_IN_PLANE_8_CONNECTED)
-    num_normal = masks.size - np.count_nonzero(masks)
+    normal = np.sort(maps[~masks])
     if num_regions == 0:
         raise ValueError("PRO needs at least one defect region, but all masks are empty (normal)")
-    if num_normal == 0:
+    if normal.size == 0:
         raise ValueError("PRO needs normal pixels for the false positive rate, but the masks cover every pixel")
-    region_weight = 1.0 / (np.bincount(regions.ravel()) * float(num_regions))
-    region_weight[0] = 0.0  # label 0: normal pixels
+    defect_regions = regions[masks] - 1
+    region_weight = 1.0 / (np.bincount(defect_regions) * float(num_regions))
 
-    scores = maps.ravel()
-    order = np.argsort(scores)[::-1]
-    sorted_scores = scores[order]
-    run_ends = np.append(np.flatnonzero(sorted_scores[1:] != sorted_scores[:-1]), sorted_scores.size - 1)
-    del sorted_scores
-    sorted_regions = regions.ravel()[order]
-    del order, regions
-    fpr = np.cumsum(sorted_regions == 0)[run_ends] / num_normal
-    pro = np.cumsum(region_weight[sorted_regions])[run_ends]
-    return np.concatenate(([0.0], fpr)), np.concatenate(([0.0], pro))
+    defect_scores = maps[masks]
+    order = np.argsort(defect_scores)[::-1]
+    scores = defect_scores[order]
+    run_ends = np.append(np.flatnonzero(scores[1:] != scores[:-1]), scores.size - 1)
+    levels = scores[run_ends]
+    pro_at = np.cumsum(region_weight[defect_regions[order]])[run_ends]
+    pro_above = np.concatenate(([0.0], pro_at[:-1]))
+    fp_above = normal.size - np.searchsorted(normal, levels, side="right")
+    fp_at = normal.size - np.searchsorted(normal, levels, side="left")
+    fpr = np.stack([fp_above, fp_at], axis=1).ravel() / normal.size
+    pro = np.stack([pro_above, pro_at], axis=1).ravel()
+    return np.concatenate(([0.0], fpr, [1.0])), np.concatenate(([0.0], pro, pro[-1:]))
 
 
 def aupro(maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -> float:
