@@ -32,7 +32,8 @@ _IN_PLANE_8_CONNECTED[1] = True
 
 def _numpy(x: ArrayLike) -> np.ndarray:
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
     return np.asarray(x)
 
 
@@ -107,11 +108,12 @@ def pro_curve(maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarray
     """
     maps, masks = _maps_and_masks(maps, masks)
     regions, num_regions = ndimage.label(masks, structure=_IN_PLANE_8_CONNECTED)
-    normal = np.sort(maps[~masks])
     if num_regions == 0:
         raise ValueError("PRO needs at least one defect region, but all masks are empty (normal)")
+    normal = maps[~masks]
     if normal.size == 0:
         raise ValueError("PRO needs normal pixels for the false positive rate, but the masks cover every pixel")
+    normal.sort()
     defect_regions = regions[masks] - 1
     region_weight = 1.0 / (np.bincount(defect_regions) * float(num_regions))
 
@@ -120,13 +122,14 @@ def pro_curve(maps: ArrayLike, masks: ArrayLike) -> tuple[np.ndarray, np.ndarray
     scores = defect_scores[order]
     run_ends = np.append(np.flatnonzero(scores[1:] != scores[:-1]), scores.size - 1)
     levels = scores[run_ends]
-    pro_at = np.cumsum(region_weight[defect_regions[order]])[run_ends]
+    covered = np.cumsum(region_weight[defect_regions[order]])
+    pro_at = covered[run_ends] / covered[-1]  # the total is 1 up to rounding: make it exactly 1
     pro_above = np.concatenate(([0.0], pro_at[:-1]))
     fp_above = normal.size - np.searchsorted(normal, levels, side="right")
     fp_at = normal.size - np.searchsorted(normal, levels, side="left")
     fpr = np.stack([fp_above, fp_at], axis=1).ravel() / normal.size
     pro = np.stack([pro_above, pro_at], axis=1).ravel()
-    return np.concatenate(([0.0], fpr, [1.0])), np.concatenate(([0.0], pro, pro[-1:]))
+    return np.concatenate(([0.0], fpr, [1.0])), np.concatenate(([0.0], pro, [1.0]))
 
 
 def aupro(maps: ArrayLike, masks: ArrayLike, fpr_limit: float = 0.3) -> float:
@@ -167,12 +170,15 @@ def aupro_per_image(
 
     The result is the mean of these per-image areas. How it differs from the
     standard ``aupro``: (1) each image has its own curve and thresholds and
-    the areas are averaged over images, instead of one curve for the set;
-    (2) images without defects never contribute false positives; (3) only
-    ``num_thresholds`` thresholds, evenly spaced in score; (4) the curve is
-    not interpolated at ``fpr_limit`` and its FPR axis is stretched to [0, 1]
-    by its largest sampled FPR below the limit, rather than divided by
-    ``fpr_limit``, so a coarse or steep curve can score higher. Its numbers
+    the areas are averaged over images, instead of one curve for the set, so
+    every defective image weighs the same whatever its number of regions;
+    (2) images without defects never contribute false positives;
+    (3) only ``num_thresholds`` thresholds, evenly spaced in score, and
+    "positive" means > threshold, not >=; (4) the curve is neither anchored
+    at FPR 0 nor interpolated at ``fpr_limit``: its sampled FPRs below the
+    limit are divided by the largest of them, rather than by ``fpr_limit``,
+    so the value depends on where the thresholds happen to fall and can be
+    higher or lower than the standard one. Its numbers
     are therefore not comparable with the standard AUPRO.
 
     The public loop relabels the mask at every threshold; here each region's
@@ -203,7 +209,7 @@ def aupro_per_image(
         keep = fpr < fpr_limit
         if keep.sum() < 2 or fpr[keep].max() == 0:
             raise ValueError(
-                f"image {i}: fewer than two thresholds with 0 < FPR < {fpr_limit}, "
+                f"image {i}: fewer than two thresholds with FPR < {fpr_limit}, or FPR 0 at all of them, "
                 f"so the per-image AUPRO is undefined (the public code returns nan or fails here)"
             )
         areas.append(auc(fpr[keep] / fpr[keep].max(), pro[keep]))
