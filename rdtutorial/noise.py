@@ -73,27 +73,39 @@ def _permutation(seed: int) -> list[int]:
     return perm
 
 
-_TABLES: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+_SPAN = 259  # lattice coordinates mod 256, shifted by the slot offsets -1..2: 0..258
+_TABLES: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _tables(seed: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(perm [256] int64, grad2 [256, 2] float64, grad3 [256, 3] float64), cached per (seed, device).
-
-    ``grad*[j]`` is the gradient opensimplex uses for the last hash value ``j``
-    (2-D: ``GRADIENTS2[perm[j] & 0x0E]``, 3-D: ``GRADIENTS3[3 * (perm[j] % 24)]``).
-    """
+def _check_seed(seed: int) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be a Python int, got {seed!r} ({type(seed).__name__})")
-    key = (seed, str(device))
+
+
+def _tables(seed: int, dims: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hash [259**dims] uint8, grads [dims, 256] float64) on ``device``, cached per (seed, dims, device).
+
+    opensimplex hashes lattice point (X, Y, Z) to ``j = (perm[(perm[X & 255] + Y) & 255] + Z) & 255``
+    and uses gradient ``GRADIENTS3[3 * (perm[j] % 24)]`` (2-D: ``j = (perm[X & 255] + Y) & 255``,
+    ``GRADIENTS2[perm[j] & 0x0E]``). We tabulate ``j`` for every lattice point
+    ``(X & 255) + o`` with o in -1..2 (row-major, index ``+ 1`` per axis), so a
+    point's hash is one lookup instead of a chain of dependent ones (17 MB in 3-D).
+    """
+    _check_seed(seed)
+    key = (seed, dims, str(device))
     if key not in _TABLES:
-        perm = _permutation(seed)
-        grad2 = [_GRADIENTS2[(p & 0x0E) : (p & 0x0E) + 2] for p in perm]
-        grad3 = [_GRADIENTS3[3 * (p % 24) : 3 * (p % 24) + 3] for p in perm]
-        _TABLES[key] = (
-            torch.tensor(perm, dtype=torch.int64, device=device),
-            torch.tensor(grad2, dtype=torch.float64, device=device),
-            torch.tensor(grad3, dtype=torch.float64, device=device),
-        )
+        perm = torch.tensor(_permutation(seed), dtype=torch.int64, device=device)
+        axis = torch.arange(-1, _SPAN - 1, device=device) & 0xFF  # [259] lattice coordinate mod 256
+        axis_u8 = axis.to(torch.uint8)
+        j = axis
+        for _ in range(dims - 1):
+            j = perm[j.long()].to(torch.uint8)[..., None] + axis_u8  # uint8 addition wraps mod 256
+        if dims == 2:
+            rows = [_GRADIENTS2[(p & 0x0E) : (p & 0x0E) + 2] for p in perm.tolist()]
+        else:
+            rows = [_GRADIENTS3[3 * (p % 24) : 3 * (p % 24) + 3] for p in perm.tolist()]
+        grads = torch.tensor(rows, dtype=torch.float64, device=device).T.contiguous()
+        _TABLES[key] = (j.reshape(-1).contiguous(), grads)
     return _TABLES[key]
 
 
@@ -197,30 +209,117 @@ def _region_table2() -> tuple[list, list]:
     return offsets, [[True] * 4 for _ in range(8)]
 
 
-_REGION_TABLES: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+_UNUSED_SHIFT = 64.0  # an unused slot sits this far away, so its attenuation is negative
+_REGION_TABLES: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _region_tables(dims: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(offsets [K, S, D] int64, shifts [K, S, D] float64, used [K, S] bool) on ``device``.
+def _region_tables(dims: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-slot columns over the keys, on ``device``: shifts [S * D, K] float64, hash steps [S, K] int64.
 
-    ``shifts = offset + sum(offset) * squish`` is the offset in input space,
-    so a slot's displacement is ``d0 - shift``.
+    ``shift = offset + sum(offset) * squish`` is a slot's lattice offset in
+    input space, so its displacement is ``d0 - shift``; unused slots get a far
+    shift (zero contribution). The hash step is the offset as a row-major step
+    in the 259**dims hash table. Column layout: one cheap 1-D gather per column.
     """
     key = (dims, str(device))
     if key not in _REGION_TABLES:
         offsets, used = _region_table3() if dims == 3 else _region_table2()
         squish = _SQUISH3 if dims == 3 else _SQUISH2
-        off = torch.tensor(offsets, dtype=torch.int64)
+        off = torch.tensor(offsets, dtype=torch.int64)  # [K, S, D]
         shifts = off.double() + off.sum(-1, keepdim=True).double() * squish
-        _REGION_TABLES[key] = (off.to(device), shifts.to(device), torch.tensor(used, device=device))
+        shifts[~torch.tensor(used)] = _UNUSED_SHIFT
+        strides = torch.tensor([_SPAN ** (dims - 1 - a) for a in range(dims)])
+        steps = (off * strides).sum(-1)  # [K, S]
+        _REGION_TABLES[key] = (shifts.flatten(1).T.contiguous().to(device), steps.T.contiguous().to(device))
     return _REGION_TABLES[key]
 
 
-# --------------------------------------------------------------------------- evaluation
+# --------------------------------------------------------------------------- region keys
+#
+# Which region a point is in, and which extra vertices it uses, depends only
+# on a few comparisons between its in-cell coordinates. We compute those
+# comparisons as bits, pack them into an integer and look the key up in a
+# table built from opensimplex's branches, evaluated once per bit pattern.
+
+
+def _bits(code: int, count: int) -> list[bool]:
+    return [bool((code >> i) & 1) for i in range(count)]
+
+
+def _low_key(x_ge_y: bool, z_gt_y: bool, z_gt_x: bool, w_gt_x: bool, w_gt_y: bool, w_gt_z: bool, y_gt_z: bool) -> int:
+    """Tetrahedron at (0,0,0): code of the closest vertex/vertices (``w = 1 - in_sum``)."""
+    swap_b = x_ge_y and z_gt_y  # b (y) is replaced by z
+    swap_a = not x_ge_y and z_gt_x  # a (x) is replaced by z
+    a_point, b_point = (4 if swap_a else 1), (4 if swap_b else 2)
+    w_gt_a = w_gt_z if swap_a else w_gt_x
+    w_gt_b = w_gt_z if swap_b else w_gt_y
+    b_gt_a = y_gt_z if swap_a else z_gt_x if swap_b else not x_ge_y
+    if w_gt_a or w_gt_b:  # (0,0,0) is one of the two closest vertices
+        return b_point if b_gt_a else a_point
+    return a_point | b_point
+
+
+def _high_key(x_le_y: bool, z_lt_y: bool, z_lt_x: bool, w_lt_x: bool, w_lt_y: bool, w_lt_z: bool, y_lt_z: bool) -> int:
+    """Tetrahedron at (1,1,1): code of the closest vertex/vertices (``w = 3 - in_sum``)."""
+    swap_b = x_le_y and z_lt_y
+    swap_a = not x_le_y and z_lt_x
+    a_point, b_point = (3 if swap_a else 6), (3 if swap_b else 5)
+    w_lt_a = w_lt_z if swap_a else w_lt_x
+    w_lt_b = w_lt_z if swap_b else w_lt_y
+    b_lt_a = y_lt_z if swap_a else z_lt_x if swap_b else not x_le_y
+    if w_lt_a or w_lt_b:  # (1,1,1) is one of the two closest vertices
+        return b_point if b_lt_a else a_point
+    return a_point & b_point
+
+
+def _octahedron_key(p1_gt_1: bool, p2_gt_1: bool, p3_gt_1: bool, a_le_b: bool, a_lt_c: bool, b_lt_c: bool) -> int:
+    """Octahedron: ``8 * a + b`` for the two closest-vertex codes (scores a, b, c = |p1-1|, |p2-1|, |p3-1|)."""
+    a_point = 3 if p1_gt_1 else 4
+    b_point = 5 if p2_gt_1 else 2
+    third = 6 if p3_gt_1 else 1
+    if a_le_b and a_lt_c:
+        a_point = third
+    elif not a_le_b and b_lt_c:
+        b_point = third
+    return 8 * a_point + b_point
+
+
+_KEY_LUT3 = (
+    [_low_key(*_bits(i, 7)) for i in range(128)]
+    + [64 + _high_key(*_bits(i, 7)) for i in range(128)]
+    + [128 + _octahedron_key(*_bits(i, 6)) for i in range(64)]
+)
+_KEY_LUTS: dict[str, torch.Tensor] = {}
+
+
+def _pack(bits: list[torch.Tensor]) -> torch.Tensor:
+    """Bool tensors [N] -> int32 [N] with bit i set where ``bits[i]``."""
+    code = bits[0].to(torch.int32)
+    for i, bit in enumerate(bits[1:], 1):
+        code |= bit.to(torch.int32) << i
+    return code
+
+
+def _keys3(xins: torch.Tensor, yins: torch.Tensor, zins: torch.Tensor) -> torch.Tensor:
+    """3-D region key [N] int64 (see :func:`_region_table3`), from opensimplex's branch conditions."""
+    device = str(xins.device)
+    if device not in _KEY_LUTS:
+        _KEY_LUTS[device] = torch.tensor(_KEY_LUT3, dtype=torch.int64, device=xins.device)
+    x, y, z = xins, yins, zins
+    in_sum = x + y + z
+    w = 1 - in_sum
+    low = _pack([x >= y, z > y, z > x, w > x, w > y, w > z, y > z])
+    w = 3 - in_sum
+    high = _pack([x <= y, z < y, z < x, w < x, w < y, w < z, y < z])
+    p1, p2, p3 = x + y, x + z, y + z
+    a, b, c = (p1 - 1).abs(), (p2 - 1).abs(), (p3 - 1).abs()  # == 1 - p when p <= 1, exactly
+    mid = _pack([p1 > 1, p2 > 1, p3 > 1, a <= b, a < c, b < c])
+    index = torch.where(in_sum <= 1, low, torch.where(in_sum >= 2, high + 128, mid + 256))
+    return _KEY_LUTS[device].index_select(0, index)
 
 
 def _keys2(xins: torch.Tensor, yins: torch.Tensor) -> torch.Tensor:
-    """2-D region key [N] (see :func:`_region_table2`), opensimplex's branch conditions."""
+    """2-D region key [N] int64 (see :func:`_region_table2`), opensimplex's branch conditions."""
     in_sum = xins + yins
     high = in_sum > 1
     zins = torch.where(high, 2 - in_sum, 1 - in_sum)
@@ -228,77 +327,32 @@ def _keys2(xins: torch.Tensor, yins: torch.Tensor) -> torch.Tensor:
     return 4 * high.long() + 2 * near.long() + (xins > yins).long()
 
 
-def _keys3(xins: torch.Tensor, yins: torch.Tensor, zins: torch.Tensor) -> torch.Tensor:
-    """3-D region key [N] (see :func:`_region_table3`), opensimplex's branch conditions."""
-    in_sum = xins + yins + zins
-
-    # Tetrahedron at (0,0,0): the two closest of (1,0,0), (0,1,0), (0,0,1).
-    a_s, b_s = xins, yins
-    swap_b = (a_s >= b_s) & (zins > b_s)
-    swap_a = (a_s < b_s) & (zins > a_s)
-    a_p = torch.where(swap_a, 4, 1)
-    b_p = torch.where(swap_b, 4, 2)
-    a_s, b_s = torch.where(swap_a, zins, a_s), torch.where(swap_b, zins, b_s)
-    wins = 1 - in_sum
-    origin_close = (wins > a_s) | (wins > b_s)
-    low = torch.where(origin_close, torch.where(b_s > a_s, b_p, a_p), a_p | b_p)
-
-    # Tetrahedron at (1,1,1): the two closest of (1,1,0), (1,0,1), (0,1,1).
-    a_s, b_s = xins, yins
-    swap_b = (a_s <= b_s) & (zins < b_s)
-    swap_a = (a_s > b_s) & (zins < a_s)
-    a_p = torch.where(swap_a, 3, 6)
-    b_p = torch.where(swap_b, 3, 5)
-    a_s, b_s = torch.where(swap_a, zins, a_s), torch.where(swap_b, zins, b_s)
-    wins = 3 - in_sum
-    corner_close = (wins < a_s) | (wins < b_s)
-    high = torch.where(corner_close, torch.where(b_s < a_s, b_p, a_p), a_p & b_p)
-
-    # Octahedron in between: pick two closest of the six mid vertices.
-    p1, p2, p3 = xins + yins, xins + zins, yins + zins
-    a_s = torch.where(p1 > 1, p1 - 1, 1 - p1)
-    a_p = torch.where(p1 > 1, 3, 4)
-    b_s = torch.where(p2 > 1, p2 - 1, 1 - p2)
-    b_p = torch.where(p2 > 1, 5, 2)
-    score = torch.where(p3 > 1, p3 - 1, 1 - p3)
-    third = torch.where(p3 > 1, 6, 1)
-    replace_a = (a_s <= b_s) & (a_s < score)
-    replace_b = (a_s > b_s) & (b_s < score)
-    a_p = torch.where(replace_a, third, a_p)
-    b_p = torch.where(replace_b, third, b_p)
-    octahedron = 128 + 8 * a_p + b_p
-
-    return torch.where(in_sum <= 1, low, torch.where(in_sum >= 2, 64 + high, octahedron))
+# --------------------------------------------------------------------------- evaluation
 
 
 def _evaluate(coords: list[torch.Tensor], seed: int) -> torch.Tensor:
     """OpenSimplex value [N] float64 for flat float64 coordinates ``coords`` (D tensors [N])."""
     dims = len(coords)
     stretch, squish, norm = (_STRETCH3, _SQUISH3, _NORM3) if dims == 3 else (_STRETCH2, _SQUISH2, _NORM2)
-    perm, grad2, grad3 = _tables(seed, coords[0].device)
-    grads = grad3 if dims == 3 else grad2
-    offsets, shifts, used = _region_tables(dims, coords[0].device)
+    lattice_hash, grads = _tables(seed, dims, coords[0].device)
+    shifts, steps = _region_tables(dims, coords[0].device)
 
     stretch_offset = sum(coords[1:], coords[0]) * stretch
     stretched = [c + stretch_offset for c in coords]
     cell = [torch.floor(s) for s in stretched]
     squish_offset = sum(cell[1:], cell[0]) * squish
     inside = [s - b for s, b in zip(stretched, cell)]
-    d0 = torch.stack([c - (b + squish_offset) for c, b in zip(coords, cell)], -1)  # [N, D]
+    d0 = [c - (b + squish_offset) for c, b in zip(coords, cell)]  # displacement from the cell origin, D x [N]
+    base = sum(((b.long() & 0xFF) + 1) * _SPAN ** (dims - 1 - a) for a, b in enumerate(cell))  # [N] hash index
 
     key = _keys3(*inside) if dims == 3 else _keys2(*inside)
-    d = d0[:, None, :] - shifts[key]  # [N, S, D]
-    attn = 2 - (d * d).sum(-1)  # [N, S]
-
-    lattice = torch.stack(cell, -1).long()[:, None, :] + offsets[key]  # [N, S, D]
-    j = lattice[..., 0] & 0xFF
-    for axis in range(1, dims):
-        j = (perm[j] + lattice[..., axis]) & 0xFF
-    extrapolation = (grads[j] * d).sum(-1)  # [N, S]
-
-    attn = torch.where(used[key] & (attn > 0), attn, 0.0)
-    attn = attn * attn
-    return (attn * attn * extrapolation).sum(-1) / norm
+    value = torch.zeros_like(coords[0])
+    for slot in range(steps.shape[0]):
+        d = [d0[a] - shifts[slot * dims + a].index_select(0, key) for a in range(dims)]  # D x [N]
+        j = lattice_hash.index_select(0, base + steps[slot].index_select(0, key)).int()  # [N] hash
+        attn = (2 - sum(da * da for da in d)).clamp_(min=0).square_().square_()
+        value += attn * sum(g.index_select(0, j) * da for g, da in zip(grads, d))
+    return value / norm
 
 
 def _noise(coords: tuple[torch.Tensor, ...], seed: int) -> torch.Tensor:
@@ -315,7 +369,7 @@ def _noise(coords: tuple[torch.Tensor, ...], seed: int) -> torch.Tensor:
             raise ValueError(f"noise coordinate {name} contains NaN or infinite values")
         if t.numel() and float(t.abs().max()) >= 2.0**52:
             raise ValueError(f"noise coordinate {name} has |value| >= 2**52: float64 cannot place it on the lattice")
-    _tables(seed, flat[0].device)  # validates the seed before any work
+    _check_seed(seed)
     out = torch.empty(flat[0].numel(), dtype=torch.float64, device=flat[0].device)
     for start in range(0, out.numel(), _CHUNK):
         out[start : start + _CHUNK] = _evaluate([t[start : start + _CHUNK] for t in flat], seed)
@@ -441,7 +495,7 @@ class PseudoAnomaly(torch.nn.Module):
             raise ValueError(f"octaves must be >= 1, got {octaves}")
         if not offset_range > 0:
             raise ValueError(f"offset_range must be > 0, got {offset_range}")
-        _tables(seed, torch.device("cpu"))  # validates the seed now, not at the first batch
+        _check_seed(seed)
         self.size_range = (int(low), int(high))
         self.scale = scale
         self.octaves = octaves
