@@ -10,10 +10,17 @@ Python (a 3x256x256 field takes seconds) and runs on the CPU only, while
 training needs a new noise box for every image of every batch, on the
 images' device. :func:`noise2` and :func:`noise3` evaluate whole tensors of
 coordinates at once (CPU or CUDA) and give the same values as
-``opensimplex.OpenSimplex(seed).noise2 / noise3`` (to ~1e-12, in float64):
-same permutation from the seed, same gradients, and the original region
-logic that picks which lattice points contribute (a branch-free sum over all
-nearby lattice points differs by ~5e-5 because the original skips some).
+``opensimplex.OpenSimplex(seed).noise2 / noise3`` (to ~1e-15, in float64,
+also for negative and large coordinates): same permutation from the seed,
+same gradients, and the original region logic that picks which lattice
+points contribute (a branch-free sum over all nearby lattice points differs
+by ~5e-5 because the original skips some). The branches become small lookup
+tables indexed by per-point comparison bits, so every point runs the same
+tensor ops.
+
+Public names: :func:`noise2`, :func:`noise3` (coordinates -> values, one
+shape), :func:`fractal_noise` (octaves), :class:`PseudoAnomaly`
+(images [B, C, H, W] -> noisy images, box masks [B, 1, H, W]).
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ _GRADIENTS3 = (
     11, -4, -4, 4, -11, -4, 4, -4, -11,
 )  # fmt: skip
 
-_CHUNK = 1 << 19  # points per evaluation step: bounds the [N, slots, dims] temporaries
+_CHUNK = 1 << 19  # points per evaluation step: bounds the memory of the [N] temporaries
 
 
 # --------------------------------------------------------------------------- permutation
@@ -472,6 +479,11 @@ class PseudoAnomaly(torch.nn.Module):
     evaluated in one batched noise call, on the images' device. Random draws
     come from ``generator`` (or torch's default CPU generator) on its own
     device, so a CPU generator gives the same result on CPU and CUDA.
+    (The public code draws sizes with ``randint(10, 32)``, i.e. 10..31, and
+    starts at 1..H-h-1; we allow every fully-inside position, 0..H-h.)
+
+    ``draw`` and ``apply`` split a call into its random draws (:class:`BoxDraw`)
+    and the deterministic rest, so the same boxes can be shown or reproduced.
     """
 
     def __init__(
@@ -539,28 +551,33 @@ class PseudoAnomaly(torch.nn.Module):
         at the pixels inside the boxes (one batched call for the whole batch).
         """
         batch, channels, height, width = images.shape
-        rows = torch.arange(height, device=images.device)
-        cols = torch.arange(width, device=images.device)
+        device = images.device
+        rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
         row_in = (rows >= draw.top[:, None]) & (rows < (draw.top + draw.height)[:, None])  # [B, H]
         col_in = (cols >= draw.left[:, None]) & (cols < (draw.left + draw.width)[:, None])  # [B, W]
-        inside = row_in[:, :, None] & col_in[:, None, :]  # [B, H, W]
-        b, r, c = inside.nonzero(as_tuple=True)  # [P] each: the box pixels of the batch
+        masks = (row_in[:, None, :, None] & col_in[:, None, None, :]).to(images.dtype)  # [B, 1, H, W]
 
-        ch = torch.arange(channels, device=images.device)
+        # Box pixels of the whole batch, from a padded [B, hmax, wmax] grid of in-box positions.
+        i = torch.arange(int(draw.height.max()), device=device)
+        j = torch.arange(int(draw.width.max()), device=device)
+        valid = (i < draw.height[:, None])[:, :, None] & (j < draw.width[:, None])[:, None, :]
+        b, i, j = valid.nonzero(as_tuple=True)  # [P] each
+
+        ch = torch.arange(channels, device=device)
         offset = draw.offset[b]  # [P, K, 3]
-        x = offset[..., 0] + (c - draw.left[b])[:, None]  # [P, K]
-        y = offset[..., 1] + (r - draw.top[b])[:, None]
+        x = offset[..., 0] + j[:, None]  # [P, K]
+        y = offset[..., 1] + i[:, None]
         z = offset[..., 2] + ch if self.correlated_channels else offset[..., 2]  # [P, C]
         values = fractal_noise(
             x, y, z, self.seed, octaves=self.octaves, persistence=self.persistence, frequency=self.frequency
-        )  # [P, C]
+        )  # [P, C]: all boxes of the batch in one call
 
-        field = torch.zeros_like(images)
-        field[b[:, None], ch, r[:, None], c[:, None]] = (self.scale * values).to(images.dtype)
-        noisy = images + field
+        index = (b[:, None], ch, (draw.top[b] + i)[:, None], (draw.left[b] + j)[:, None])
+        noisy = images.clone()
+        noisy[index] = images[index] + (self.scale * values).to(images.dtype)
         if self.clamp:
             noisy = noisy.clamp(0, 1)
-        return noisy, inside[:, None].to(images.dtype)
+        return noisy, masks
 
     def forward(
         self, images: torch.Tensor, generator: torch.Generator | None = None
