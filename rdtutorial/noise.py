@@ -357,8 +357,13 @@ def _evaluate(coords: list[torch.Tensor], seed: int) -> torch.Tensor:
     for slot in range(steps.shape[0]):
         d = [d0[a] - shifts[slot * dims + a].index_select(0, key) for a in range(dims)]  # D x [N]
         j = lattice_hash.index_select(0, base + steps[slot].index_select(0, key)).int()  # [N] hash
-        attn = (2 - sum(da * da for da in d)).clamp_(min=0).square_().square_()
-        value += attn * sum(g.index_select(0, j) * da for g, da in zip(grads, d))
+        attn = d[0] * d[0]
+        extrapolation = grads[0].index_select(0, j) * d[0]
+        for a in range(1, dims):
+            attn.addcmul_(d[a], d[a])
+            extrapolation.addcmul_(grads[a].index_select(0, j), d[a])
+        attn = attn.neg_().add_(2).clamp_(min=0).square_().square_()  # (2 - |d|^2)^4 where positive
+        value.addcmul_(attn, extrapolation)
     return value / norm
 
 
