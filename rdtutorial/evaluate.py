@@ -1,0 +1,70 @@
+"""Evaluation: anomaly maps for a test set and the standard metrics on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .anomaly_map import anomaly_map, image_scores
+from .metrics import aupro, image_auroc, pixel_auroc
+
+
+@dataclass
+class Evaluation:
+    """Maps ``[N,H,W]``, masks ``[N,H,W]``, labels and image scores ``[N]`` (numpy), and the metrics."""
+
+    maps: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+    paths: list[str]
+    metrics: dict[str, float]
+
+
+@torch.no_grad()
+def predict_maps(model: nn.Module, images: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
+    """Anomaly maps ``[B,1,H,W]`` for images ``[B,3,H,W]`` in [0, 1]: teacher vs student, blurred."""
+    out = model(images)
+    return anomaly_map(out.teacher, out.student, size=tuple(images.shape[-2:]), sigma=sigma)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    num_workers: int = 0,
+) -> Evaluation:
+    """Run ``model`` (in eval mode) over a test ``dataset``; image AUROC, pixel AUROC and AUPRO.
+
+    Pixel metrics need at least one defect pixel, and image AUROC needs both
+    normal and defective images; a test set without them raises ``ValueError``.
+    """
+    was_training = model.training
+    model.eval()
+    maps, masks, labels, paths = [], [], [], []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        maps.append(predict_maps(model, batch["image"].to(device)).float().cpu())
+        masks.append(batch["mask"])
+        labels.append(batch["label"])
+        paths.extend(batch["path"])
+    model.train(was_training)
+    maps_t = torch.cat(maps)[:, 0]
+    masks_np = torch.cat(masks)[:, 0].numpy().astype(np.uint8)
+    labels_np = torch.cat(labels).numpy()
+    scores = image_scores(maps_t[:, None]).numpy()
+    maps_np = maps_t.numpy()
+    metrics = {
+        "image_auroc": image_auroc(scores, labels_np),
+        "pixel_auroc": pixel_auroc(maps_np, masks_np),
+        "aupro": aupro(maps_np, masks_np),
+    }
+    return Evaluation(maps_np, masks_np, labels_np, scores, paths, metrics)
