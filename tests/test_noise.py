@@ -64,6 +64,15 @@ def test_fractal_noise_is_the_public_rdpp_field():
     np.testing.assert_allclose(fractal_noise(gx, gy, gz, 5).numpy(), expected, rtol=0, atol=1e-5)
 
 
+def test_fractal_noise_2d_and_octave_parameters():
+    simplex = opensimplex.OpenSimplex(2)
+    x, y = np.arange(10) - 4.5, np.arange(7) * 3.0
+    expected = simplex.noise2array(x / 8, y / 8) + 0.5 * simplex.noise2array(x / 4, y / 4)  # (y, x)
+    gy, gx = torch.meshgrid(torch.from_numpy(y), torch.from_numpy(x), indexing="ij")
+    got = fractal_noise(gx, gy, seed=2, octaves=2, persistence=0.5, frequency=1 / 8)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-5)
+
+
 def _boxes(masks: torch.Tensor) -> list[tuple[int, int, int, int]]:
     """(top, left, height, width) of each mask [B, 1, H, W], asserting it is one filled rectangle."""
     boxes = []
