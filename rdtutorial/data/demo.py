@@ -11,8 +11,8 @@ never repeat training pixels. Each is resized to ``image_size`` and tinted to
 - ``stain``: a soft low-contrast blob that darkens and discolours (brightness
   and colour only, no new structure; hard for cosine-based maps by design);
 - ``smudge``: the texture blurred inside a soft blob (structure removed);
-- ``patch``: a piece of another texture pasted with soft edges, matched to
-  the local colour and contrast (new structure).
+- ``patch``: a piece of another texture pasted with soft edges, shifted to
+  the local mean colour (new structure).
 
 Each category mixes visible-structure and subtle defects, so that short RD
 training separates them well but not perfectly. Different in kind from the
@@ -38,8 +38,9 @@ DEMO_CATEGORIES = ("brick", "grass", "gravel")
 DEFECTS = {
     "brick": ("scratch", "stain", "smudge"),
     "grass": ("patch", "stain", "smudge"),
-    "gravel": ("scratch", "patch", "stain"),
+    "gravel": ("patch", "stain", "smudge"),
 }
+PATCH_SOURCE = {"brick": "gravel", "grass": "brick", "gravel": "brick"}  # the texture a ``patch`` comes from
 TINTS = {"brick": (1.0, 0.62, 0.48), "grass": (0.62, 0.95, 0.45), "gravel": (0.92, 0.86, 0.74)}
 MANIFEST = "demo_manifest.json"
 _VERSION = 1
@@ -156,17 +157,16 @@ def _blob(size: int, rng: np.random.Generator, radius: tuple[float, float]) -> n
 
 
 def _scratch(rgb, rng, size, **_):
-    """A thin quadratic-Bezier line, 1-2 px wide at 128 px, darker or lighter by 35-55 %."""
+    """A thin quadratic-Bezier line, 1.5-3 px wide at 128 px, darker or lighter by 45-65 %."""
     p = rng.uniform(0.15 * size, 0.85 * size, size=(3, 2))
     t = np.linspace(0, 1, 200, dtype=np.float32)[:, None]
     curve = (1 - t) ** 2 * p[0] + 2 * (1 - t) * t * p[1] + t**2 * p[2]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     d = np.min(np.hypot(yy[..., None] - curve[:, 0], xx[..., None] - curve[:, 1]), axis=-1)
-    half = rng.uniform(0.5, 1.0) * size / 128
+    half = rng.uniform(0.75, 1.5) * size / 128
     alpha = np.clip(half + 0.5 - d, 0.0, 1.0)
-    change = rng.uniform(0.35, 0.55) * (1 if rng.random() < 0.5 else -1)
-    out = rgb * (1 + change * alpha[..., None])
-    return out, alpha
+    change = rng.uniform(0.45, 0.65) * (1 if rng.random() < 0.5 else -1)
+    return rgb * (1 + change * alpha[..., None]), alpha
 
 
 def _stain(rgb, rng, size, **_):
@@ -178,20 +178,18 @@ def _stain(rgb, rng, size, **_):
 
 
 def _smudge(rgb, rng, size, **_):
-    """The texture blurred (Gaussian, sigma 1.5-3 px at 128 px) inside a soft blob."""
+    """The texture blurred (Gaussian, sigma 2-4 px at 128 px) inside a soft blob."""
     alpha = _blob(size, rng, (0.08, 0.16))
-    sigma = rng.uniform(1.5, 3.0) * size / 128
+    sigma = rng.uniform(2.0, 4.0) * size / 128
     blurred = ndimage.gaussian_filter(rgb, sigma=(sigma, sigma, 0), mode="reflect")
     return rgb + (blurred - rgb) * alpha[..., None], alpha
 
 
 def _patch(rgb, rng, size, other, **_):
-    """A soft blob of another texture (tinted like the host, matched to its local mean and spread) pasted in."""
-    alpha = _blob(size, rng, (0.07, 0.13))
+    """A soft blob of another texture (tinted like the host, shifted to the host's local mean) pasted in."""
+    alpha = _blob(size, rng, (0.08, 0.14))
     inside = alpha > 0.5
-    host, source = rgb[inside], other[inside]
-    scale = host.std(axis=0) / np.maximum(source.std(axis=0), 1e-6)
-    matched = (other - source.mean(axis=0)) * scale + host.mean(axis=0)
+    matched = other - other[inside].mean(axis=0) + rgb[inside].mean(axis=0)
     return rgb + (matched - rgb) * alpha[..., None], alpha
 
 
@@ -211,7 +209,6 @@ def _save_mask(path: Path, mask: np.ndarray) -> None:
 def _write_category(folder: Path, name: str, textures: dict, rng: np.random.Generator, p: dict) -> None:
     size, crop = p["image_size"], p["crop"]
     texture = textures[name]
-    other_name = DEMO_CATEGORIES[(DEMO_CATEGORIES.index(name) + 1) % len(DEMO_CATEGORIES)]
     train_rows, test_rows = (0, _SOURCE // 2), (_SOURCE // 2, _SOURCE)
     for i in range(p["n_train"]):
         _save_rgb(folder / "train" / "good" / f"{i:03d}.png", _tint(_crop(texture, train_rows, crop, size, rng), name))
@@ -220,7 +217,7 @@ def _write_category(folder: Path, name: str, textures: dict, rng: np.random.Gene
     for defect in DEFECTS[name]:
         for i in range(p["n_test_defect"]):
             rgb = _tint(_crop(texture, test_rows, crop, size, rng), name)
-            other = _tint(_crop(textures[other_name], test_rows, crop, size, rng), name)
+            other = _tint(_crop(textures[PATCH_SOURCE[name]], test_rows, crop, size, rng), name)
             out, alpha = _MAKERS[defect](rgb, rng, size, other=other)
             _save_rgb(folder / "test" / defect / f"{i:03d}.png", out)
             _save_mask(folder / "ground_truth" / defect / f"{i:03d}_mask.png", alpha >= 0.5)
