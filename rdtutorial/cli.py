@@ -1,0 +1,449 @@
+"""The command line: ``python -m rdtutorial {demo,train,evaluate,predict,download}``.
+
+- ``demo``: the embedded demo dataset, RD++ with the EfficientNet-Lite0 teacher
+  on the CPU, and a short report (metrics, anomaly-map figure, loss curves).
+- ``train`` / ``evaluate``: MVTec AD, BTAD or any MVTec-layout folder, one or
+  all categories, a summary table and ``summary.json``.
+- ``predict``: anomaly-map overlays and a CSV of scores for a folder of images.
+- ``download``: MVTec AD, verified and safely extracted.
+
+Bad input (a missing folder, an unknown category, a bad option value) ends
+with a one-line ``error: ...`` on stderr and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import pickle
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import CHECKPOINT_NAME
+from .config import DATASETS, METHODS, PAPER_EPOCHS, PROFILES, TrainConfig, preset
+from .data import BTAD, DEMO_CATEGORIES, MVTEC_SHA256, MVTEC_URL, DatasetError, DownloadError, MVTecAD
+from .data import download_mvtec, list_categories, make_demo_dataset
+from .data.io import IMAGE_EXTENSIONS, is_image_file, list_images, load_image, resize_image
+from .evaluate import evaluate, predict_maps
+from .losses import SSOT_MODES
+from .models import TEACHERS
+from .report import METRIC_NAMES, METRICS, anomaly_map_figure, mean_metrics, metrics_table, save_figure, save_overlay
+from .train import NonFiniteLossError, load_trained, train
+
+DEMO_EPOCHS = 60
+USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, DatasetError, DownloadError)
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_device(device: str) -> str:
+    """``device`` if this machine has it; a ValueError that says what to use otherwise."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is available here; use --device cpu (or a GPU runtime)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: Apple's MPS backend is not available here; use --device cpu")
+    return device
+
+
+def _dataset_class(name: str):
+    return BTAD if name == "btad" else MVTecAD
+
+
+# demo -------------------------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    root = make_demo_dataset(args.data_root, image_size=args.image_size)
+    out_dir = Path(args.out_dir)
+    cfg = preset("demo", data_root=str(root), category=args.category, method=args.method, epochs=args.epochs,
+                 image_size=args.image_size, seed=args.seed, out_dir=str(out_dir), device="cpu",
+                 progress=not args.no_progress)
+    datasets = _datasets(cfg)
+    tic = time.perf_counter()
+    model, history = train(cfg, datasets)
+    metrics = {m: history.evals[-1][m] for m in METRICS}
+    _write_report(model, datasets[1], out_dir, cfg.device, history)
+    print(metrics_table({cfg.category: metrics}))
+    print(f"trained {cfg.method} on {cfg.category} for {cfg.epochs} epochs in {time.perf_counter() - tic:.0f} s; "
+          f"report in {out_dir}: metrics.json, anomaly_maps.png, history.png, {CHECKPOINT_NAME}")
+    return 0
+
+
+def _write_report(model, test_set, out_dir: Path, device: str, history=None) -> None:
+    """anomaly_maps.png (and history.png when there is a training history) in ``out_dir``."""
+    save_figure(anomaly_map_figure(model, test_set, device), out_dir / "anomaly_maps.png")
+    if history is not None:
+        save_figure(history.plot(), out_dir / "history.png")
+
+
+# train ------------------------------------------------------------------------------------------------------------
+
+
+def _categories(requested: list[str] | None, root: Path, default: str) -> list[str]:
+    """The categories to run: ``requested`` (``all`` = every category found under ``root``) or ``default``."""
+    if not requested:
+        return [default]
+    if "all" in requested:
+        if not root.is_dir():
+            raise DatasetError(f"data root {root} does not exist")
+        found = list_categories(root)
+        if not found:
+            raise DatasetError(f"--category all: no category folders (with train/ or test/) in {root}")
+        return found
+    return list(dict.fromkeys(requested))
+
+
+def _train_overrides(args: argparse.Namespace) -> dict:
+    """TrainConfig fields given on the command line (the profile supplies the rest)."""
+    names = ("dataset", "method", "teacher", "epochs", "batch_size", "image_size", "device", "accumulate", "lr",
+             "lr_proj", "w_ssot", "w_recon", "w_con", "ssot_mode", "margin", "eval_every", "checkpoint_every",
+             "seed", "num_workers")
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.noise_size is not None:
+        overrides["noise_size"] = tuple(args.noise_size)
+    for flag in ("amp", "channels_last", "resume"):
+        if getattr(args, flag):
+            overrides[flag] = True
+    overrides["progress"] = not args.no_progress
+    return overrides
+
+
+def _datasets(cfg: TrainConfig):
+    """Train and test sets of ``cfg`` (listed now, so a missing folder or mask stops us before any training)."""
+    cls = _dataset_class(cfg.dataset)
+    return (cls(cfg.data_root, cfg.category, split="train", image_size=cfg.image_size),
+            cls(cfg.data_root, cfg.category, split="test", image_size=cfg.image_size))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    base = preset(args.profile, **({"epochs": args.epochs} if args.epochs else {}))
+    root = Path(args.data_root or base.data_root)
+    if not root.is_dir():
+        raise DatasetError(f"data root {root} does not exist (pass --data-root; `python -m rdtutorial download` "
+                           "fetches MVTec AD, `python -m rdtutorial demo` makes the demo dataset)")
+    dataset = args.dataset or base.dataset
+    out_dir = Path(args.out_dir or f"runs/{dataset}_{args.method or base.method}")
+    categories = _categories(args.category, root, base.category)
+    unknown = [c for c in categories if c not in PAPER_EPOCHS]
+    if args.profile == "paper" and not args.epochs and unknown:
+        raise ValueError(f"--profile paper has no published epoch count for {unknown} (only for MVTec AD's "
+                         "categories); pass --epochs N")
+    overrides = _train_overrides(args)
+    configs = [preset(args.profile, **{**overrides, "category": c, "data_root": str(root.resolve()),
+                                       "out_dir": str(out_dir / c)}) for c in categories]
+    _check_device(configs[0].device)
+    runs = [(cfg, _datasets(cfg)) for cfg in configs]
+    results = {}
+    for cfg, datasets in runs:
+        tic = time.perf_counter()
+        model, history = train(cfg, datasets)
+        _write_report(model, datasets[1], Path(cfg.out_dir), cfg.device, history)
+        results[cfg.category] = {**{m: history.evals[-1][m] for m in METRICS}, "epochs": cfg.epochs,
+                                 "seconds": time.perf_counter() - tic}
+        print(f"{cfg.category}: " + ", ".join(f"{METRIC_NAMES[m]} {results[cfg.category][m]:.4f}" for m in METRICS),
+              flush=True)
+    _write_summary(out_dir, results, configs[0], "train")
+    return 0
+
+
+def _write_summary(out_dir: Path, results: dict[str, dict], cfg: TrainConfig, command: str) -> None:
+    """Print the metrics table and write ``summary.json`` (per category, mean, the shared settings)."""
+    print(metrics_table(results))
+    common = {k: v for k, v in cfg.to_dict().items() if k not in ("category", "out_dir", "resume", "progress")}
+    summary = {"command": command, "config": common, "categories": results, "mean": mean_metrics(results)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"summary: {out_dir / 'summary.json'}")
+
+
+# evaluate ---------------------------------------------------------------------------------------------------------
+
+
+def _find_checkpoints(path: Path) -> list[Path]:
+    """``path`` itself, ``path/checkpoint.pt``, or ``path/*/checkpoint.pt`` (one per category)."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint or run folder at {path}")
+    if (path / CHECKPOINT_NAME).is_file():
+        return [path / CHECKPOINT_NAME]
+    found = sorted(path.glob(f"*/{CHECKPOINT_NAME}"))
+    if not found:
+        raise FileNotFoundError(f"no {CHECKPOINT_NAME} in {path} or in its subfolders")
+    return found
+
+
+def _load(path: Path, device: str):
+    """:func:`load_trained`, with a file that is not one of our checkpoints reported by name."""
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"{path} is not a checkpoint written by `rdtutorial train` (not a torch.save file)")
+    try:
+        return load_trained(path, device)
+    except (pickle.UnpicklingError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a checkpoint written by `rdtutorial train` ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})") from err
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    device = _check_device(args.device or _default_device())
+    path = Path(args.checkpoint)
+    checkpoints = _find_checkpoints(path)
+    out_dir = Path(args.out_dir) if args.out_dir else (path if path.is_dir() else path.parent) / "evaluation"
+    results, cfg = {}, None
+    for ckpt in checkpoints:
+        model, cfg = _load(ckpt, device)
+        if args.category and cfg.category not in args.category:
+            continue
+        if cfg.category in results:
+            raise ValueError(f"two checkpoints under {path} are for category {cfg.category!r}; evaluate them one by one")
+        cfg = cfg.replace(data_root=args.data_root or cfg.data_root)
+        test_set = _datasets(cfg)[1]
+        result = evaluate(model, test_set, args.batch_size or cfg.eval_batch_size, device,
+                          progress=not args.no_progress)
+        folder = out_dir / cfg.category
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps({**result.metrics, "checkpoint": str(ckpt),
+                                                         "data_root": cfg.data_root}, indent=1))
+        _write_report(model, test_set, folder, device)
+        results[cfg.category] = result.metrics
+    missing = sorted(set(args.category or []) - set(results))
+    if missing:
+        raise ValueError(f"no checkpoint for categories {missing} under {path}")
+    _write_summary(out_dir, results, cfg, "evaluate")
+    return 0
+
+
+# predict ----------------------------------------------------------------------------------------------------------
+
+
+def _input_images(path: Path) -> list[Path]:
+    if is_image_file(path):
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is neither an image file ({', '.join(IMAGE_EXTENSIONS)}) nor a folder")
+    images = list_images(path)
+    if not images:
+        raise FileNotFoundError(f"no PNG, BMP or JPEG images in {path}")
+    return images
+
+
+def _overlay_names(images: list[Path]) -> list[str]:
+    """``<stem>_map.png`` per image; ``<name>_map.png`` where two images share a stem (a.png, a.jpg)."""
+    stems = [p.stem for p in images]
+    return [f"{p.stem if stems.count(p.stem) == 1 else p.name}_map.png" for p in images]
+
+
+@torch.no_grad()
+def cmd_predict(args: argparse.Namespace) -> int:
+    device = _check_device(args.device or _default_device())
+    ckpt = _find_checkpoints(Path(args.checkpoint))
+    if len(ckpt) != 1:
+        raise ValueError(f"{args.checkpoint} holds {len(ckpt)} checkpoints; pass one checkpoint.pt")
+    if args.vmin is not None and args.vmax is not None and args.vmax <= args.vmin:
+        raise ValueError(f"--vmax {args.vmax} must be greater than --vmin {args.vmin}")
+    model, cfg = _load(ckpt[0], device)
+    images = _input_images(Path(args.input))
+    size = (cfg.image_size, cfg.image_size)
+    maps, scores = [], []
+    batches = range(0, len(images), args.batch_size)
+    for start in tqdm(batches, desc="predict", unit="batch", disable=args.no_progress):
+        batch = torch.stack([resize_image(load_image(p), size) for p in images[start:start + args.batch_size]])
+        m = predict_maps(model, batch.to(device)).float()
+        scores.extend(m.flatten(1).amax(1).cpu().tolist())
+        maps.extend(m.cpu().half())
+    vmin = args.vmin if args.vmin is not None else float(min(m.min() for m in maps))
+    vmax = args.vmax if args.vmax is not None else float(max(m.max() for m in maps))
+    out_dir = Path(args.out_dir)
+    names = _overlay_names(images)
+    for path, amap, name in tqdm(list(zip(images, maps, names)), desc="overlays", disable=args.no_progress):
+        image = load_image(path)
+        full = F.interpolate(amap[None].float(), size=image.shape[-2:], mode="bilinear", align_corners=False)
+        save_overlay(out_dir / name, image.permute(1, 2, 0).numpy(), full[0, 0].numpy(), vmin, vmax)
+    _write_scores(out_dir / "scores.csv", images, scores, names, args.threshold)
+    flagged = f", {sum(s > args.threshold for s in scores)} above --threshold {args.threshold}" \
+        if args.threshold is not None else ""
+    print(f"{len(images)} images{flagged}; scores in {out_dir / 'scores.csv'}, overlays in {out_dir} "
+          f"(colour scale {vmin:.4f} to {vmax:.4f})")
+    return 0
+
+
+def _write_scores(path: Path, images: list[Path], scores: list[float], names: list[str], threshold) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "score"] + (["anomalous"] if threshold is not None else []) + ["overlay"])
+        for image, score, name in zip(images, scores, names):
+            flag = [int(score > threshold)] if threshold is not None else []
+            writer.writerow([str(image), f"{score:.6f}", *flag, name])
+
+
+# download ---------------------------------------------------------------------------------------------------------
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    root = download_mvtec(args.root, args.category, url=args.url, sha256=args.sha256, timeout=args.timeout)
+    print(f"MVTec AD categories {args.category or list(MVTecAD.CATEGORIES)} are in {root}")
+    return 0
+
+
+# parser -----------------------------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they go to stderr)")
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", choices=PROFILES, default="demo",
+                   help="starting configuration: demo (EfficientNet-Lite0, 128 px, CPU) or paper "
+                        "(Wide-ResNet-50-2, 256 px, batch 16, the public code's epochs per category, CUDA); "
+                        "the options below override it (default: %(default)s)")
+    p.add_argument("--dataset", choices=DATASETS, help="folder layout: mvtec (MVTec AD and any folder in its "
+                   "layout) or btad (default: mvtec)")
+    p.add_argument("--data-root", help="folder holding one subfolder per category (default: the profile's, "
+                   "data/demo or data/mvtec)")
+    p.add_argument("--category", action="append", metavar="NAME",
+                   help="category to train; repeat for several, or 'all' for every category found in --data-root "
+                        "(default: the profile's, brick or bottle)")
+    p.add_argument("--method", choices=METHODS, help="rd (RD4AD) or rdpp (RD++) (default: rdpp)")
+    p.add_argument("--teacher", choices=TEACHERS, help="teacher network (default: the profile's)")
+    p.add_argument("--epochs", type=_positive_int,
+                   help="epochs per category (default: demo 10; paper the public code's count per MVTec AD "
+                        "category, needed for other categories)")
+    p.add_argument("--batch-size", type=_positive_int, help="training batch size (default: demo 8, paper 16)")
+    p.add_argument("--accumulate", type=_positive_int, help="gradient accumulation steps (default: demo 1, paper 2)")
+    p.add_argument("--image-size", type=_positive_int, help="image side in pixels, a multiple of 32 "
+                   "(default: demo 128, paper 256)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: demo cpu, paper cuda)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
+    p.add_argument("--num-workers", type=int, help="DataLoader worker processes (default: 0)")
+    p.add_argument("--lr", type=float, help="Adam learning rate of OCBE and decoder (default: 0.005)")
+    p.add_argument("--lr-proj", type=float, help="Adam learning rate of the RD++ projections (default: 0.001)")
+    p.add_argument("--w-ssot", type=float, help="weight of L_SSOT (default: 0.2/1.11; 0 drops the term)")
+    p.add_argument("--w-recon", type=float, help="weight of L_Recon (default: 0.2*0.01/1.11)")
+    p.add_argument("--w-con", type=float, help="weight of L_Con (default: 0.2*0.1/1.11)")
+    p.add_argument("--ssot-mode", choices=SSOT_MODES, help="L_SSOT between pairs of samples (pairwise, "
+                   "the paper's intent) or as published (identically zero) (default: pairwise)")
+    p.add_argument("--margin", type=float, help="L_Con margin (default: 0.5)")
+    p.add_argument("--noise-size", type=int, nargs=2, metavar=("LOW", "HIGH"),
+                   help="side range in pixels of the simplex-noise boxes (default: demo 5 15, paper 10 31)")
+    p.add_argument("--out-dir", help="run folder; each category trains in its own subfolder "
+                   "(checkpoint.pt, history.json, metrics.json, anomaly_maps.png, history.png) and summary.json "
+                   "goes here (default: runs/<dataset>_<method>)")
+    p.add_argument("--checkpoint-every", type=int, help="also write checkpoint.pt every N epochs (default: 0, "
+                   "only at the end)")
+    p.add_argument("--resume", action="store_true", help="continue each category from its checkpoint.pt in "
+                   "--out-dir (a category without one starts afresh; a finished one is only re-read)")
+    p.add_argument("--eval-every", type=int, help="evaluate every N epochs for the curves in history.png "
+                   "(default: 0, only at the end; never used to pick a model)")
+    p.add_argument("--seed", type=int, help="random seed, mixed with each category's name (default: 0)")
+    _add_common(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rdtutorial", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="train and evaluate RD++ on the demo dataset on the CPU (a few minutes)",
+                       description="Make the demo dataset, train RD++ with the EfficientNet-Lite0 teacher on the "
+                                   "CPU, evaluate it, and write a report (metrics.json, anomaly_maps.png, "
+                                   "history.png, checkpoint.pt) to --out-dir.")
+    p.add_argument("--data-root", default="data/demo", help="where the demo dataset is made (default: %(default)s)")
+    p.add_argument("--category", choices=DEMO_CATEGORIES, default="brick", help="demo category (default: %(default)s)")
+    p.add_argument("--method", choices=METHODS, default="rdpp", help="rd or rdpp (default: %(default)s)")
+    p.add_argument("--epochs", type=_positive_int, default=DEMO_EPOCHS, help="training epochs (default: %(default)s)")
+    p.add_argument("--image-size", type=_positive_int, default=128,
+                   help="image side in pixels, a multiple of 32, for the dataset and the model (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--out-dir", default="runs/demo", help="report folder (default: %(default)s)")
+    _add_common(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train RD or RD++ on MVTec AD, BTAD or an MVTec-layout folder",
+                       description="Train one or more categories, each in its own subfolder of --out-dir; print a "
+                                   "table of image AUROC, pixel AUROC and AUPRO and write summary.json.")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate trained checkpoints on a test set",
+                       description="Evaluate a checkpoint.pt, or every <category>/checkpoint.pt of a run folder, "
+                                   "on its category's test set; print the metrics table and write "
+                                   "<out-dir>/<category>/metrics.json, anomaly_maps.png and summary.json.")
+    p.add_argument("checkpoint", help="a checkpoint.pt or a run folder (written by `train` or `demo`)")
+    p.add_argument("--data-root", help="dataset folder (default: the one stored in the checkpoint)")
+    p.add_argument("--category", action="append", metavar="NAME",
+                   help="evaluate only this category of a run folder; repeat for several (default: all)")
+    p.add_argument("--batch-size", type=_positive_int, help="evaluation batch size (default: the run's)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    p.add_argument("--out-dir", help="where results go (default: an 'evaluation' folder in the run folder)")
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="anomaly-map overlays and scores for a folder of images",
+                       description="Score every PNG/JPEG/BMP image in a folder (or one image) with a trained "
+                                   "checkpoint: <out-dir>/<image>_map.png overlays (the image with its anomaly "
+                                   "map as a heat map) and <out-dir>/scores.csv (path, score[, anomalous], overlay). "
+                                   "The score is the maximum of the anomaly map, as in evaluation.")
+    p.add_argument("checkpoint", help="a checkpoint.pt, or a run folder holding one")
+    p.add_argument("input", help="a folder of images, or one image file")
+    p.add_argument("--out-dir", default="predictions", help="output folder (default: %(default)s)")
+    p.add_argument("--threshold", type=float,
+                   help="mark images with a score above this as anomalous (an 'anomalous' 0/1 column in the CSV)")
+    p.add_argument("--vmin", type=float, help="score shown as the coldest colour (default: the lowest map value)")
+    p.add_argument("--vmax", type=float, help="score shown as the hottest colour (default: the highest map value)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch (default: %(default)s)")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    _add_common(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("download", help="download and extract MVTec AD (about 5 GB)",
+                       description="Download mvtec_anomaly_detection.tar.xz (resuming a partial download), check "
+                                   "its SHA-256 and extract the requested categories into --root. An archive "
+                                   "already placed in --root is used without downloading.")
+    p.add_argument("--root", default="data/mvtec", help="target folder (default: %(default)s)")
+    p.add_argument("--category", action="append", choices=MVTecAD.CATEGORIES, metavar="NAME",
+                   help="category to extract; repeat for several (default: all 15)")
+    p.add_argument("--url", default=MVTEC_URL, help="archive URL, for a mirror (default: the official one)")
+    p.add_argument("--sha256", default=MVTEC_SHA256, help="expected SHA-256 of the archive (default: the "
+                   "official archive's)")
+    p.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default: %(default)s)")
+    p.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 training diverged, 2 bad input, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2, message already printed)
+        return int(stop.code or 0)
+    try:
+        return args.func(args)
+    except USAGE_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted (train --resume continues from the last checkpoint)", file=sys.stderr)
+        return 130
