@@ -38,6 +38,15 @@ from .report import METRIC_NAMES, METRICS, anomaly_map_figure, mean_metrics, met
 from .train import NonFiniteLossError, load_trained, train
 
 DEMO_EPOCHS = 60
+DESCRIPTION = "RD++ (Revisiting Reverse Distillation for Anomaly Detection): train, evaluate and predict."
+EXAMPLES = """examples:
+  python -m rdtutorial demo                                  # a few CPU minutes, report in runs/demo
+  python -m rdtutorial download --root data/mvtec --category bottle
+  python -m rdtutorial train --profile paper --data-root data/mvtec --category all --amp --checkpoint-every 10
+  python -m rdtutorial evaluate runs/mvtec_rdpp
+  python -m rdtutorial predict runs/mvtec_rdpp/bottle my_images/ --threshold T   # T: a score you chose
+
+Use `python -m rdtutorial COMMAND --help` for each command's options."""
 USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, DatasetError, DownloadError)
 
 
@@ -54,20 +63,17 @@ def _check_device(device: str) -> str:
     return device
 
 
-def _dataset_class(name: str):
-    return BTAD if name == "btad" else MVTecAD
-
-
 # demo -------------------------------------------------------------------------------------------------------------
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    root = make_demo_dataset(args.data_root, image_size=args.image_size)
     out_dir = Path(args.out_dir)
-    cfg = preset("demo", data_root=str(root), category=args.category, method=args.method, epochs=args.epochs,
-                 image_size=args.image_size, seed=args.seed, out_dir=str(out_dir), device="cpu",
+    cfg = preset("demo", data_root=str(Path(args.data_root).resolve()), category=args.category, method=args.method,
+                 epochs=args.epochs, image_size=args.image_size, seed=args.seed, eval_every=args.eval_every,
+                 out_dir=str(out_dir), device="cpu",
                  progress=not args.no_progress)
-    datasets = _datasets(cfg)
+    make_demo_dataset(cfg.data_root, image_size=cfg.image_size)
+    datasets = (_dataset(cfg, "train"), _dataset(cfg, "test"))
     tic = time.perf_counter()
     model, history = train(cfg, datasets)
     metrics = {m: history.evals[-1][m] for m in METRICS}
@@ -93,8 +99,6 @@ def _categories(requested: list[str] | None, root: Path, default: str) -> list[s
     if not requested:
         return [default]
     if "all" in requested:
-        if not root.is_dir():
-            raise DatasetError(f"data root {root} does not exist")
         found = list_categories(root)
         if not found:
             raise DatasetError(f"--category all: no category folders (with train/ or test/) in {root}")
@@ -117,11 +121,10 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def _datasets(cfg: TrainConfig):
-    """Train and test sets of ``cfg`` (listed now, so a missing folder or mask stops us before any training)."""
-    cls = _dataset_class(cfg.dataset)
-    return (cls(cfg.data_root, cfg.category, split="train", image_size=cfg.image_size),
-            cls(cfg.data_root, cfg.category, split="test", image_size=cfg.image_size))
+def _dataset(cfg: TrainConfig, split: str):
+    """The ``split`` set of ``cfg``; its files are listed now, so a missing folder or mask shows before training."""
+    cls = BTAD if cfg.dataset == "btad" else MVTecAD
+    return cls(cfg.data_root, cfg.category, split=split, image_size=cfg.image_size)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -141,28 +144,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     configs = [preset(args.profile, **{**overrides, "category": c, "data_root": str(root.resolve()),
                                        "out_dir": str(out_dir / c)}) for c in categories]
     _check_device(configs[0].device)
-    runs = [(cfg, _datasets(cfg)) for cfg in configs]
+    runs = [(cfg, (_dataset(cfg, "train"), _dataset(cfg, "test"))) for cfg in configs]
     results = {}
     for cfg, datasets in runs:
-        tic = time.perf_counter()
         model, history = train(cfg, datasets)
         _write_report(model, datasets[1], Path(cfg.out_dir), cfg.device, history)
         results[cfg.category] = {**{m: history.evals[-1][m] for m in METRICS}, "epochs": cfg.epochs,
-                                 "seconds": time.perf_counter() - tic}
+                                 "train_seconds": sum(e["seconds"] for e in history.epochs)}
         print(f"{cfg.category}: " + ", ".join(f"{METRIC_NAMES[m]} {results[cfg.category][m]:.4f}" for m in METRICS),
               flush=True)
-    _write_summary(out_dir, results, configs[0], "train")
+        _write_summary(out_dir, results, cfg, "train")  # after each category, so a stopped run keeps its table
+    print(metrics_table(results))
+    print(f"summary: {out_dir / 'summary.json'}")
     return 0
 
 
 def _write_summary(out_dir: Path, results: dict[str, dict], cfg: TrainConfig, command: str) -> None:
-    """Print the metrics table and write ``summary.json`` (per category, mean, the shared settings)."""
-    print(metrics_table(results))
+    """Write ``summary.json``: metrics per category, their mean, and the settings the categories share."""
     common = {k: v for k, v in cfg.to_dict().items() if k not in ("category", "out_dir", "resume", "progress")}
     summary = {"command": command, "config": common, "categories": results, "mean": mean_metrics(results)}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-    print(f"summary: {out_dir / 'summary.json'}")
 
 
 # evaluate ---------------------------------------------------------------------------------------------------------
@@ -206,7 +208,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if cfg.category in results:
             raise ValueError(f"two checkpoints under {path} are for category {cfg.category!r}; evaluate them one by one")
         cfg = cfg.replace(data_root=args.data_root or cfg.data_root)
-        test_set = _datasets(cfg)[1]
+        test_set = _dataset(cfg, "test")
         result = evaluate(model, test_set, args.batch_size or cfg.eval_batch_size, device,
                           progress=not args.no_progress)
         folder = out_dir / cfg.category
@@ -219,6 +221,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"no checkpoint for categories {missing} under {path}")
     _write_summary(out_dir, results, cfg, "evaluate")
+    print(metrics_table(results))
+    print(f"summary: {out_dir / 'summary.json'}")
     return 0
 
 
@@ -358,7 +362,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rdtutorial", description=__doc__,
+    parser = argparse.ArgumentParser(prog="rdtutorial", description=DESCRIPTION, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -372,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=DEMO_EPOCHS, help="training epochs (default: %(default)s)")
     p.add_argument("--image-size", type=_positive_int, default=128,
                    help="image side in pixels, a multiple of 32, for the dataset and the model (default: %(default)s)")
+    p.add_argument("--eval-every", type=int, default=DEMO_EPOCHS // 6,
+                   help="also evaluate every N epochs, for the metric curves in history.png; 0: only at the end "
+                        "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--out-dir", default="runs/demo", help="report folder (default: %(default)s)")
     _add_common(p)
@@ -445,5 +452,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted (train --resume continues from the last checkpoint)", file=sys.stderr)
+        hint = " (train --resume continues from the last checkpoint.pt)" if args.command == "train" else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130

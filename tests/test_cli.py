@@ -23,8 +23,8 @@ from rdtutorial.data import MVTecAD, make_demo_dataset
 TINY = ["--image-size", "64", "--epochs", "1", "--no-progress"]
 
 OPTIONS = {
-    "demo": ["--data-root", "--category", "--method", "--epochs", "--image-size", "--seed", "--out-dir",
-             "--no-progress"],
+    "demo": ["--data-root", "--category", "--method", "--epochs", "--image-size", "--eval-every", "--seed",
+             "--out-dir", "--no-progress"],
     "train": ["--profile", "--dataset", "--data-root", "--category", "--method", "--teacher", "--epochs",
               "--batch-size", "--accumulate", "--image-size", "--device", "--amp", "--channels-last", "--num-workers",
               "--lr", "--lr-proj", "--w-ssot", "--w-recon", "--w-con", "--ssot-mode", "--margin", "--noise-size",
@@ -177,7 +177,7 @@ def served_archive(tmp_path):
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_port}/mvtec.tar.xz", digest
     httpd.shutdown()
