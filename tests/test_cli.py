@@ -94,6 +94,11 @@ def test_train_evaluate_predict_round_trip(tiny_root, tmp_path, capsys):
     for name in ("checkpoint.pt", "history.json", "anomaly_maps.png", "history.png"):
         assert (run / "brick" / name).is_file(), name
     assert _percent(trained["image_auroc"]) in capsys.readouterr().out
+    history = (run / "brick" / "history.json").read_text()
+    assert main(["train", "--data-root", str(tiny_root), "--category", "brick", "--batch-size", "4",
+                 "--out-dir", str(run), "--resume", *TINY]) == 0  # finished: re-read, not retrained
+    assert (run / "brick" / "history.json").read_text() == history
+    assert json.loads((run / "summary.json").read_text())["categories"]["brick"]["aupro"] == trained["aupro"]
 
     assert main(["evaluate", str(run), "--device", "cpu", "--no-progress"]) == 0
     evaluated = json.loads((run / "evaluation" / "brick" / "metrics.json").read_text())
