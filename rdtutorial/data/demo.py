@@ -21,6 +21,7 @@ simplex-noise pseudo-anomalies used in RD++ training.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -43,7 +44,8 @@ DEFECTS = {
 PATCH_SOURCE = {"brick": "gravel", "grass": "brick", "gravel": "brick"}  # the texture a ``patch`` comes from
 TINTS = {"brick": (1.0, 0.62, 0.48), "grass": (0.62, 0.95, 0.45), "gravel": (0.92, 0.86, 0.74)}
 MANIFEST = "demo_manifest.json"
-_VERSION = 1
+# The generator's own source: a cached folder made by other code is rebuilt, never reused.
+_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 _SOURCE = 512  # scikit-image textures are 512 x 512; train uses rows [0, 256), test rows [256, 512)
 _SCALE_JITTER = 0.1
 
