@@ -34,24 +34,36 @@ class History:
     def load(cls, path: str | os.PathLike) -> "History":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def plot(self, title: str = "") -> plt.Figure:
-        """Loss curves (one panel per term, log scale) and, if any, metrics over epochs."""
+    def plot(self, title: str = "", ncols: int = 3) -> plt.Figure:
+        """Loss curves (one panel per term) and, if any, metrics over epochs, ``ncols`` panels a row.
+
+        A term whose values span more than a factor of 10 gets a log scale, so that its late
+        epochs stay readable; the others keep a linear one.
+        """
         terms = [k for k in ("total", "kd", "ssot", "recon", "con") if any(e.get(k) for e in self.epochs)]
-        panels = len(terms) + (1 if self.evals else 0)
-        fig, axes = plt.subplots(1, max(panels, 1), figsize=(3.2 * max(panels, 1), 2.8), squeeze=False)
+        panels = max(len(terms) + (1 if self.evals else 0), 1)
+        ncols = min(ncols, panels)
+        nrows = -(-panels // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False)
+        axes = list(axes.flat)
         epochs = [e["epoch"] for e in self.epochs]
-        for ax, term in zip(axes[0], terms):
-            ax.plot(epochs, [e[term] for e in self.epochs], marker=".")
-            ax.set_yscale("log")
+        for ax, term in zip(axes, terms):
+            values = [e[term] for e in self.epochs]
+            ax.plot(epochs, values, marker=".")
+            positive = [v for v in values if v > 0]
+            if positive and max(positive) > 10 * min(positive):
+                ax.set_yscale("log")
             ax.set_title(f"L_{term}" if term != "total" else "total loss")
             ax.set_xlabel("epoch")
         if self.evals:
-            ax = axes[0][-1]
+            ax = axes[len(terms)]
             for metric in ("image_auroc", "pixel_auroc", "aupro"):
                 ax.plot([e["epoch"] for e in self.evals], [e[metric] for e in self.evals], marker="o", label=metric)
             ax.set_title("test metrics")
             ax.set_xlabel("epoch")
             ax.legend(fontsize=7)
+        for ax in axes[panels:]:
+            ax.set_visible(False)
         if title:
             fig.suptitle(title)
         fig.tight_layout()
