@@ -10,30 +10,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .folder import AnomalyDataset, Sample, category_dir, check_split, find_mask
+from .folder import CategoryDataset, Sample, find_mask
 from .io import DatasetError, list_images
 
 NORMAL, ANOMALOUS = "ok", "ko"
 
 
-class BTAD(AnomalyDataset):
+class BTAD(CategoryDataset):
     """One BTAD product, one split; items as for :class:`~rdtutorial.data.MVTecAD`
     (``defect`` is the folder name, ``"ok"`` or ``"ko"``)."""
 
     CATEGORIES = ("01", "02", "03")
 
-    def __init__(
-        self,
-        root: str | Path,
-        category: str,
-        split: str = "train",
-        image_size: int | tuple[int, int] | None = 256,
-    ) -> None:
-        self.root = Path(root)
-        self.category = category
-        self.split = check_split(split)
-        folder = category_dir(self.root, category)
-        super().__init__(_samples(folder, split), image_size)
+    @staticmethod
+    def find_samples(folder: Path, split: str) -> list[Sample]:
+        return _samples(folder, split)
 
 
 def _images(folder: Path, required: bool) -> list[Path]:

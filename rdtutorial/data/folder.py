@@ -1,8 +1,9 @@
 """A lazily loading anomaly-detection dataset over a list of (image, mask, label, defect) files.
 
-MVTecAD and BTAD only differ in how they find their files; both hand a list
-of :class:`Sample` to :class:`AnomalyDataset`, which reads one item per
-``__getitem__`` (so it pickles cheaply into DataLoader workers).
+MVTecAD and BTAD only differ in how they find the files of a category folder
+(:meth:`CategoryDataset.find_samples`); :class:`AnomalyDataset` reads one item
+per ``__getitem__`` from the list of :class:`Sample` (so it pickles cheaply
+into DataLoader workers).
 """
 
 from __future__ import annotations
@@ -109,3 +110,31 @@ class AnomalyDataset(Dataset):
             "defect": s.defect,
             "path": str(s.image),
         }
+
+
+class CategoryDataset(AnomalyDataset):
+    """One category of a dataset laid out as ``<root>/<category>/``, one split.
+
+    Subclasses name their ``CATEGORIES`` and list a category folder's files in
+    :meth:`find_samples`; every file (and every defect image's mask) is found at
+    construction, so a missing folder or mask fails here, naming the path.
+    """
+
+    CATEGORIES: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        root: str | Path,
+        category: str,
+        split: str = "train",
+        image_size: int | tuple[int, int] | None = 256,
+    ) -> None:
+        self.root = Path(root)
+        self.category = category
+        self.split = check_split(split)
+        super().__init__(self.find_samples(category_dir(self.root, category), self.split), image_size)
+
+    @staticmethod
+    def find_samples(folder: Path, split: str) -> list[Sample]:
+        """The samples of ``split`` in the category folder ``folder``."""
+        raise NotImplementedError

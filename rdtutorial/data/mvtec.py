@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .folder import AnomalyDataset, Sample, category_dir, check_split, find_mask
+from .folder import CategoryDataset, Sample, find_mask
 from .io import DatasetError, list_images
 
 NORMAL = "good"
 
 
-class MVTecAD(AnomalyDataset):
+class MVTecAD(CategoryDataset):
     """One category of an MVTec-layout dataset, one split.
 
     ``MVTecAD(root, "bottle", split="test", image_size=256)[i]`` ->
@@ -28,19 +28,9 @@ class MVTecAD(AnomalyDataset):
         "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
     )
 
-    def __init__(
-        self,
-        root: str | Path,
-        category: str,
-        split: str = "train",
-        image_size: int | tuple[int, int] | None = 256,
-    ) -> None:
-        self.root = Path(root)
-        self.category = category
-        self.split = check_split(split)
-        folder = category_dir(self.root, category)
-        samples = _train_samples(folder) if split == "train" else _test_samples(folder)
-        super().__init__(samples, image_size)
+    @staticmethod
+    def find_samples(folder: Path, split: str) -> list[Sample]:
+        return _train_samples(folder) if split == "train" else _test_samples(folder)
 
 
 def _train_samples(folder: Path) -> list[Sample]:
