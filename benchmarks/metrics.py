@@ -7,7 +7,7 @@ once each, in the same run:
 - ``aupro``: ours, standard definition, one sort of all pixels;
 - ``public_loop``: the RD4AD/RD++ evaluation as published: ``compute_pro`` on
   each defective image, 200 thresholds, the mask relabelled at every
-  threshold (transcribed below, pandas rows replaced by lists);
+  threshold (transcribed in ``benchmarks/public_code.py``);
 - ``aupro_per_image``: ours, the same per-image definition vectorised
   (checked here to give the public loop's number).
 
@@ -16,13 +16,10 @@ Prints one JSON line. Run: ``python benchmarks/metrics.py``.
 
 import json
 import time
-from statistics import mean
 
 import numpy as np
+from public_code import public_aupro_per_image
 from scipy import ndimage
-from skimage import measure
-from sklearn.metrics import auc
-from tqdm import tqdm
 
 from rdtutorial.metrics import aupro, aupro_per_image
 
@@ -43,37 +40,6 @@ def make_data(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return maps.astype(np.float32), masks.astype(np.int64)
 
 
-def public_compute_pro(masks: np.ndarray, amaps: np.ndarray, num_th: int = 200) -> float:
-    """RD4AD's compute_pro, as published (pandas rows replaced by lists)."""
-    rows = []
-    binary_amaps = np.zeros_like(amaps, dtype=bool)
-    min_th, max_th = amaps.min(), amaps.max()
-    delta = (max_th - min_th) / num_th
-    for th in np.arange(min_th, max_th, delta):
-        binary_amaps[amaps <= th] = 0
-        binary_amaps[amaps > th] = 1
-        pros = []
-        for binary_amap, mask in zip(binary_amaps, masks):
-            for region in measure.regionprops(measure.label(mask)):
-                tp_pixels = binary_amap[region.coords[:, 0], region.coords[:, 1]].sum()
-                pros.append(tp_pixels / region.area)
-        inverse_masks = 1 - masks
-        fpr = np.logical_and(inverse_masks, binary_amaps).sum() / inverse_masks.sum()
-        rows.append((mean(pros), fpr))
-    pro, fpr = np.array(rows).T
-    keep = fpr < 0.3
-    return auc(fpr[keep] / fpr[keep].max(), pro[keep])
-
-
-def public_loop(maps: np.ndarray, masks: np.ndarray) -> float:
-    """The public evaluation: compute_pro per defective image (float64 maps, as there), then the mean."""
-    defective = [i for i in range(len(maps)) if masks[i].any()]
-    return float(np.mean([
-        public_compute_pro(masks[i][None], maps[i][None].astype(np.float64))
-        for i in tqdm(defective, desc="public per-image loop")
-    ]))
-
-
 def timed(fn, *args) -> tuple[float, float]:
     start = time.perf_counter()
     value = fn(*args)
@@ -83,7 +49,7 @@ def timed(fn, *args) -> tuple[float, float]:
 def main() -> None:
     maps, masks = make_data(np.random.default_rng(SEED))
     ours, ours_s = timed(aupro, maps, masks)
-    public, public_s = timed(public_loop, maps, masks)
+    public, public_s = timed(public_aupro_per_image, maps, masks, True)
     per_image, per_image_s = timed(aupro_per_image, maps, masks)
     if abs(per_image - public) > 1e-9:
         raise RuntimeError(f"aupro_per_image {per_image} disagrees with the public loop {public}")

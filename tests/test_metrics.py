@@ -1,15 +1,17 @@
 """Metrics against slow, obviously correct references written here."""
 
-from statistics import mean
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from skimage import measure
-from sklearn.metrics import auc
 
 from rdtutorial.metrics import aupro, aupro_per_image, image_auroc, pixel_auroc, pro_curve
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from public_code import public_aupro_per_image  # noqa: E402  (the public code, transcribed once)
 
 SEEDS = [0, 1, 2, 3, 4]
 
@@ -181,39 +183,11 @@ def test_aupro_errors():
 # --------------------------------------------------------------- per-image AUPRO (public code)
 
 
-def public_compute_pro(masks, amaps, num_th=200):
-    """A straight transcription of RD4AD's compute_pro (pandas rows replaced by lists)."""
-    assert set(masks.flatten()) == {0, 1}
-    rows = []
-    binary_amaps = np.zeros_like(amaps, dtype=bool)
-    min_th, max_th = amaps.min(), amaps.max()
-    delta = (max_th - min_th) / num_th
-    for th in np.arange(min_th, max_th, delta):
-        binary_amaps[amaps <= th] = 0
-        binary_amaps[amaps > th] = 1
-        pros = []
-        for binary_amap, mask in zip(binary_amaps, masks):
-            for region in measure.regionprops(measure.label(mask)):
-                tp_pixels = binary_amap[region.coords[:, 0], region.coords[:, 1]].sum()
-                pros.append(tp_pixels / region.area)
-        inverse_masks = 1 - masks
-        fpr = np.logical_and(inverse_masks, binary_amaps).sum() / inverse_masks.sum()
-        rows.append((mean(pros), fpr))
-    pro, fpr = np.array(rows).T
-    keep = fpr < 0.3
-    return auc(fpr[keep] / fpr[keep].max(), pro[keep])
-
-
-def public_evaluation(maps, masks):
-    """The public evaluation loop: compute_pro per anomalous image, then the mean."""
-    return np.mean([public_compute_pro(m[None], a[None]) for a, m in zip(maps, masks) if m.any()])
-
-
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("seed", SEEDS[:3])
 def test_aupro_per_image_matches_public_loop(seed, ties):
     maps, masks = random_set(seed, n=4, ties=ties)
-    expected = public_evaluation(maps, masks)
+    expected = public_aupro_per_image(maps, masks)
     assert aupro_per_image(maps, masks) == pytest.approx(expected, abs=1e-12)
     assert aupro_per_image(torch.from_numpy(maps), torch.from_numpy(masks)) == pytest.approx(expected, abs=1e-12)
 
