@@ -122,6 +122,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
+def resume_state(cfg) -> dict | None:
+    """The checkpoint that a :class:`~rdtutorial.config.TrainConfig` with ``resume=True`` continues from
+    (``out_dir/checkpoint.pt``, checked by :func:`check_resumable`), or None to start afresh."""
+    path = Path(cfg.out_dir) / CHECKPOINT_NAME if cfg.out_dir else None
+    if not cfg.resume or path is None or not path.is_file():
+        return None
+    state = load_checkpoint(path)
+    check_resumable(state, cfg.to_dict(), path)
+    return state
+
+
 def check_resumable(state: dict, config: dict, path: str | os.PathLike) -> None:
     """Refuse to resume from ``state`` when its run differs from ``config`` (a dict of TrainConfig fields).
 

@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT_NAME
+from .checkpoint import CHECKPOINT_NAME, RESUMABLE_CHANGES
 from .evaluate import check_test_set
 
 RUN_FILES = (CHECKPOINT_NAME, "history.json", "metrics.json")
@@ -63,7 +63,8 @@ def previous_results(out_dir: str | os.PathLike, command: str, config: dict) -> 
     """The per-category results already in ``out_dir/summary.json`` for the same ``command`` and ``config``.
 
     ``{}`` when there is none; a :class:`RunFolderError` when it was written with other settings
-    (its categories are not ours to mix with or to drop).
+    (its categories are not ours to mix with or to drop). Settings a resumed run may change (epochs,
+    device, ...: :data:`~rdtutorial.checkpoint.RESUMABLE_CHANGES`) may differ.
     """
     path = Path(out_dir) / SUMMARY_NAME
     if not path.exists():
@@ -75,7 +76,8 @@ def previous_results(out_dir: str | os.PathLike, command: str, config: dict) -> 
         raise RunFolderError(f"{path} is not a summary written by rdtutorial; move it away or choose another "
                              "--out-dir") from None
     new = json.loads(json.dumps(config))
-    changed = sorted(k for k in set(old_config) | set(new) if old_config.get(k) != new.get(k))
+    changed = sorted(k for k in set(old_config) | set(new)
+                     if k not in RESUMABLE_CHANGES and old_config.get(k) != new.get(k))
     if old_command != command or changed:
         diffs = ", ".join(f"{k} {old_config.get(k)!r} -> {new.get(k)!r}" for k in changed[:4]) or \
             f"command {old_command!r}"

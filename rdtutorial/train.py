@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .checkpoint import CHECKPOINT_NAME, CheckpointError, check_resumable, load_checkpoint, load_trainable_state
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_trainable_state, resume_state
 from .checkpoint import save_checkpoint, trainable_state
 from .config import TrainConfig
 from .data import BTAD, MVTecAD
@@ -138,6 +138,7 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
     if len(train_set) < cfg.batch_size:
         raise ValueError(f"the train set has {len(train_set)} images, fewer than batch_size={cfg.batch_size}")
     preflight(cfg.out_dir, cfg.resume, test_set)  # before the first epoch: the end must not fail on these
+    state = resume_state(cfg)  # the checkpoint to continue from, checked against cfg, or None
     model = build_model(cfg)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -152,9 +153,7 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
     history = History()
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     start = 0
-    if cfg.resume and out_dir is not None and (out_dir / CHECKPOINT_NAME).is_file():
-        state = load_checkpoint(out_dir / CHECKPOINT_NAME)
-        check_resumable(state, cfg.to_dict(), out_dir / CHECKPOINT_NAME)
+    if state is not None:
         load_trainable_state(model, state["model"], source=str(out_dir / CHECKPOINT_NAME))
         for opt, opt_state in zip(optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)

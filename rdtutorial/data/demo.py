@@ -83,8 +83,9 @@ def make_demo_dataset(
     foreign = _foreign_files(root, old) if old is not None else []
     if foreign:
         raise DatasetError(
-            f"{root} holds a demo dataset made with other arguments, to be rebuilt, but also {len(foreign)} files "
-            f"that make_demo_dataset did not write (e.g. {foreign[0]}): move them out, or choose another folder"
+            f"{root} holds a demo dataset made with other arguments, to be rebuilt, but also files "
+            f"that make_demo_dataset did not write ({len(foreign)}, e.g. {foreign[0]}): move them out, or choose "
+            "another folder"
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
