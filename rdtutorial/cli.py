@@ -39,7 +39,7 @@ from .losses import SSOT_MODES
 from .models import TEACHERS
 from .models.teacher import TeacherWeightsError
 from .report import METRIC_NAMES, METRICS, anomaly_map_figure, mean_metrics, metrics_table, save_figure, save_overlay
-from .runs import RunFolderError, check_writable, preflight, previous_results
+from .runs import RunFolderError, check_run_folder, check_writable, preflight, previous_results
 from .train import NonFiniteLossError, load_trained, train
 
 DEMO_EPOCHS = 60
@@ -82,6 +82,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                  epochs=args.epochs, image_size=args.image_size, seed=args.seed, eval_every=args.eval_every,
                  out_dir=str(out_dir), device="cpu",
                  progress=not args.no_progress)
+    check_writable(out_dir)
+    check_run_folder(out_dir, resume=False, resumable=False)  # before the dataset is made
     make_demo_dataset(cfg.data_root, image_size=cfg.image_size)
     datasets = (_dataset(cfg, "train"), _dataset(cfg, "test"))
     tic = time.perf_counter()

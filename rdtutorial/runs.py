@@ -45,15 +45,17 @@ def check_writable(folder: str | os.PathLike, option: str = "--out-dir") -> Path
     return folder
 
 
-def check_run_folder(folder: str | os.PathLike, resume: bool) -> None:
-    """Refuse ``folder`` when it holds another run: a fresh run needs an empty one, a resumed one its checkpoint."""
+def check_run_folder(folder: str | os.PathLike, resume: bool, resumable: bool = True) -> None:
+    """Refuse ``folder`` when it holds another run: a fresh run needs an empty one, a resumed one its checkpoint
+    (``resumable=False``: the command has no ``--resume``, so the message does not offer it)."""
     folder = Path(folder)
     found = [name for name in RUN_FILES if (folder / name).exists()]
     if not found:
         return
     if not resume:
-        raise RunFolderError(f"{folder} already holds a run ({', '.join(found)}): pass --resume (resume=True) to "
-                             "continue it, or choose another --out-dir (or delete that folder) to train afresh")
+        offer = "pass --resume (resume=True) to continue it, or " if resumable else ""
+        raise RunFolderError(f"{folder} already holds a run ({', '.join(found)}): {offer}choose another --out-dir "
+                             "(or delete that folder) to train afresh")
     if CHECKPOINT_NAME not in found:
         raise RunFolderError(f"{folder} holds {', '.join(found)} but no {CHECKPOINT_NAME}, so its run cannot be "
                              "resumed; choose another --out-dir (or delete those files)")

@@ -371,3 +371,12 @@ def test_a_bug_is_not_dressed_as_an_input_error(finished, tmp_path, monkeypatch)
     monkeypatch.setattr("rdtutorial.cli.evaluate", bug)
     with pytest.raises(KeyError, match="a bug"):  # a traceback, not "error: ..."
         main(["evaluate", str(finished), "--out-dir", str(tmp_path / "eval"), "--no-progress"])
+
+
+def test_demo_into_a_folder_holding_a_run_is_refused_before_making_data(run, tmp_path, capsys):
+    before = _files(run / "brick")
+    assert main(["demo", "--data-root", str(tmp_path / "demo"), "--out-dir", str(run / "brick"), "--epochs", "1",
+                 "--image-size", "64", "--no-progress"]) == 2
+    err = _error(capsys)
+    assert f"{run / 'brick'} already holds a run" in err and "--resume" not in err
+    assert _files(run / "brick") == before and not (tmp_path / "demo").exists()
