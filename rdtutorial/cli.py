@@ -7,8 +7,12 @@
 - ``predict``: anomaly-map overlays and a CSV of scores for a folder of images.
 - ``download``: MVTec AD, verified and safely extracted.
 
-Bad input (a missing folder, an unknown category, a bad option value) ends
-with a one-line ``error: ...`` on stderr and exit status 2, not a traceback.
+Bad input (a missing folder, an unknown category, a bad option value, an
+unreadable file, an output folder that cannot be written or holds another run)
+ends with an ``error: ...`` line on stderr and exit status 2, not a traceback:
+these are the exceptions in :data:`INPUT_ERRORS`. A diverged run or a GPU out
+of memory ends with exit status 1 and a message. Any other exception is a bug
+in rdtutorial and shows its traceback.
 """
 
 from __future__ import annotations
@@ -16,10 +20,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import pickle
+import re
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import torch
@@ -31,10 +34,12 @@ from .config import DATASETS, METHODS, PAPER_EPOCHS, PROFILES, TrainConfig, pres
 from .data import BTAD, DEMO_CATEGORIES, MVTEC_SHA256, MVTEC_URL, DatasetError, DownloadError, MVTecAD
 from .data import download_mvtec, list_categories, make_demo_dataset
 from .data.io import IMAGE_EXTENSIONS, is_image_file, list_images, load_image, resize_image
-from .evaluate import evaluate, predict_maps
+from .evaluate import check_test_set, evaluate, predict_maps
 from .losses import SSOT_MODES
 from .models import TEACHERS
+from .models.teacher import TeacherWeightsError
 from .report import METRIC_NAMES, METRICS, anomaly_map_figure, mean_metrics, metrics_table, save_figure, save_overlay
+from .runs import RunFolderError, check_run_folder, check_writable, preflight, previous_results
 from .train import NonFiniteLossError, load_trained, train
 
 DEMO_EPOCHS = 60
@@ -47,7 +52,10 @@ EXAMPLES = """examples:
   python -m rdtutorial predict runs/mvtec_rdpp/bottle my_images/ --threshold T   # T: a score you chose
 
 Use `python -m rdtutorial COMMAND --help` for each command's options."""
-USAGE_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, DatasetError, DownloadError)
+# Input errors: a bad value, file or folder (ValueError covers DatasetError, CheckpointError, RunFolderError and
+# TrainConfig's checks; OSError covers missing, unreadable and unwritable files and a full disk), a failed download,
+# missing teacher weights. Printed as one message, exit status 2.
+INPUT_ERRORS = (ValueError, OSError, DownloadError, TeacherWeightsError)
 
 
 def _default_device() -> str:
@@ -56,6 +64,8 @@ def _default_device() -> str:
 
 def _check_device(device: str) -> str:
     """``device`` if this machine has it; a ValueError that says what to use otherwise."""
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise ValueError(f"--device {device!r}: use cpu, cuda, cuda:N or mps")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: no CUDA GPU is available here; use --device cpu (or a GPU runtime)")
     if device == "mps" and not torch.backends.mps.is_available():
@@ -72,6 +82,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
                  epochs=args.epochs, image_size=args.image_size, seed=args.seed, eval_every=args.eval_every,
                  out_dir=str(out_dir), device="cpu",
                  progress=not args.no_progress)
+    check_writable(out_dir)
+    check_run_folder(out_dir, resume=False, resumable=False)  # before the dataset is made
     make_demo_dataset(cfg.data_root, image_size=cfg.image_size)
     datasets = (_dataset(cfg, "train"), _dataset(cfg, "test"))
     tic = time.perf_counter()
@@ -144,8 +156,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     configs = [preset(args.profile, **{**overrides, "category": c, "data_root": str(root.resolve()),
                                        "out_dir": str(out_dir / c)}) for c in categories]
     _check_device(configs[0].device)
+    check_writable(out_dir)
+    results = previous_results(out_dir, "train", _shared_settings(configs[0]))  # other categories of this run
     runs = [(cfg, (_dataset(cfg, "train"), _dataset(cfg, "test"))) for cfg in configs]
-    results = {}
+    for cfg, (_, test_set) in runs:  # every category's, before the first trains
+        preflight(cfg.out_dir, cfg.resume, test_set)
     for cfg, datasets in runs:
         model, history = train(cfg, datasets)
         _write_report(model, datasets[1], Path(cfg.out_dir), cfg.device, history)
@@ -159,10 +174,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shared_settings(cfg: TrainConfig) -> dict:
+    """The settings that every category of one ``train`` run shares (what ``summary.json`` records)."""
+    return {k: v for k, v in cfg.to_dict().items() if k not in ("category", "out_dir", "resume", "progress")}
+
+
 def _write_summary(out_dir: Path, results: dict[str, dict], cfg: TrainConfig, command: str) -> None:
     """Write ``summary.json``: metrics per category, their mean, and the settings the categories share."""
-    common = {k: v for k, v in cfg.to_dict().items() if k not in ("category", "out_dir", "resume", "progress")}
-    summary = {"command": command, "config": common, "categories": results, "mean": mean_metrics(results)}
+    summary = {"command": command, "config": _shared_settings(cfg), "categories": results,
+               "mean": mean_metrics(results)}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
 
@@ -170,45 +190,38 @@ def _write_summary(out_dir: Path, results: dict[str, dict], cfg: TrainConfig, co
 # evaluate ---------------------------------------------------------------------------------------------------------
 
 
-def _find_checkpoints(path: Path) -> list[Path]:
-    """``path`` itself, ``path/checkpoint.pt``, or ``path/*/checkpoint.pt`` (one per category)."""
+def _find_checkpoints(path: Path, categories: list[str] | None = None) -> list[Path]:
+    """``path`` itself, ``path/checkpoint.pt``, or ``path/*/checkpoint.pt`` (one per category; with
+    ``categories``, only those category folders, so that other categories' files are never read)."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint or run folder at {path}")
     if (path / CHECKPOINT_NAME).is_file():
         return [path / CHECKPOINT_NAME]
-    found = sorted(path.glob(f"*/{CHECKPOINT_NAME}"))
+    found = sorted(p for p in path.glob(f"*/{CHECKPOINT_NAME}") if not categories or p.parent.name in categories)
     if not found:
-        raise FileNotFoundError(f"no {CHECKPOINT_NAME} in {path} or in its subfolders")
+        raise FileNotFoundError(f"no {CHECKPOINT_NAME} in {path} or in its subfolders"
+                                + (f" for categories {categories}" if categories else ""))
     return found
-
-
-def _load(path: Path, device: str):
-    """:func:`load_trained`, with a file that is not one of our checkpoints reported by name."""
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
-        raise ValueError(f"{path} is not a checkpoint written by `rdtutorial train` (not a torch.save file)")
-    try:
-        return load_trained(path, device)
-    except (pickle.UnpicklingError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not a checkpoint written by `rdtutorial train` ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})") from err
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     device = _check_device(args.device or _default_device())
     path = Path(args.checkpoint)
-    checkpoints = _find_checkpoints(path)
-    out_dir = Path(args.out_dir) if args.out_dir else (path if path.is_dir() else path.parent) / "evaluation"
+    checkpoints = _find_checkpoints(path, args.category)
+    out_dir = check_writable(Path(args.out_dir) if args.out_dir else
+                             (path if path.is_dir() else path.parent) / "evaluation")
     results, cfg = {}, None
     for ckpt in checkpoints:
-        model, cfg = _load(ckpt, device)
+        model, cfg = load_trained(ckpt, device)
         if args.category and cfg.category not in args.category:
             continue
         if cfg.category in results:
             raise ValueError(f"two checkpoints under {path} are for category {cfg.category!r}; evaluate them one by one")
         cfg = cfg.replace(data_root=args.data_root or cfg.data_root)
         test_set = _dataset(cfg, "test")
+        check_test_set(test_set)
         result = evaluate(model, test_set, args.batch_size or cfg.eval_batch_size, device,
                           progress=not args.no_progress)
         folder = out_dir / cfg.category
@@ -240,6 +253,16 @@ def _input_images(path: Path) -> list[Path]:
     return images
 
 
+def _prediction_folder(out_dir: Path, source: Path) -> Path:
+    """``out_dir``, writable and not the folder of the input images (whose overlays would be scored next time)."""
+    folder = source if source.is_dir() else source.parent
+    if out_dir.resolve() == folder.resolve():
+        raise RunFolderError(f"--out-dir {out_dir} is the folder of the input images: the overlays and scores.csv "
+                             "would be mixed with them (and scored as images by the next run); choose another "
+                             "--out-dir")
+    return check_writable(out_dir)
+
+
 def _overlay_names(images: list[Path]) -> list[str]:
     """``<stem>_map.png`` per image; ``<name>_map.png`` where two images share a stem (a.png, a.jpg)."""
     stems = [p.stem for p in images]
@@ -254,8 +277,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.checkpoint} holds {len(ckpt)} checkpoints; pass one checkpoint.pt")
     if args.vmin is not None and args.vmax is not None and args.vmax <= args.vmin:
         raise ValueError(f"--vmax {args.vmax} must be greater than --vmin {args.vmin}")
-    model, cfg = _load(ckpt[0], device)
     images = _input_images(Path(args.input))
+    out_dir = _prediction_folder(Path(args.out_dir), Path(args.input))
+    model, cfg = load_trained(ckpt[0], device)
     size = (cfg.image_size, cfg.image_size)
     maps, scores = [], []
     batches = range(0, len(images), args.batch_size)
@@ -266,7 +290,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         maps.extend(m.cpu().half())
     vmin = args.vmin if args.vmin is not None else float(min(m.min() for m in maps))
     vmax = args.vmax if args.vmax is not None else float(max(m.max() for m in maps))
-    out_dir = Path(args.out_dir)
     names = _overlay_names(images)
     for path, amap, name in tqdm(list(zip(images, maps, names)), desc="overlays", disable=args.no_progress):
         image = load_image(path)
@@ -303,10 +326,15 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+    if not re.fullmatch(r"\s*\+?\d+\s*", text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (1, 2, ...), got {text!r}")
+    return int(text)
+
+
+def _count(text: str) -> int:
+    if not re.fullmatch(r"\s*\+?\d+\s*", text):
+        raise argparse.ArgumentTypeError(f"must be a whole number (0, 1, 2, ...), got {text!r}")
+    return int(text)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -337,7 +365,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: demo cpu, paper cuda)")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
-    p.add_argument("--num-workers", type=int, help="DataLoader worker processes (default: 0)")
+    p.add_argument("--num-workers", type=_count, help="DataLoader worker processes (default: 0)")
     p.add_argument("--lr", type=float, help="Adam learning rate of OCBE and decoder (default: 0.005)")
     p.add_argument("--lr-proj", type=float, help="Adam learning rate of the RD++ projections (default: 0.001)")
     p.add_argument("--w-ssot", type=float, help="weight of L_SSOT (default: 0.2/1.11; 0 drops the term)")
@@ -351,11 +379,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", help="run folder; each category trains in its own subfolder "
                    "(checkpoint.pt, history.json, metrics.json, anomaly_maps.png, history.png) and summary.json "
                    "goes here (default: runs/<dataset>_<method>)")
-    p.add_argument("--checkpoint-every", type=int, help="also write checkpoint.pt every N epochs (default: 0, "
+    p.add_argument("--checkpoint-every", type=_count, help="also write checkpoint.pt every N epochs (default: 0, "
                    "only at the end)")
     p.add_argument("--resume", action="store_true", help="continue each category from its checkpoint.pt in "
                    "--out-dir (a category without one starts afresh; a finished one is only re-read)")
-    p.add_argument("--eval-every", type=int, help="evaluate every N epochs for the curves in history.png "
+    p.add_argument("--eval-every", type=_count, help="evaluate every N epochs for the curves in history.png "
                    "(default: 0, only at the end; never used to pick a model)")
     p.add_argument("--seed", type=int, help="random seed, mixed with each category's name (default: 0)")
     _add_common(p)
@@ -376,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=DEMO_EPOCHS, help="training epochs (default: %(default)s)")
     p.add_argument("--image-size", type=_positive_int, default=128,
                    help="image side in pixels, a multiple of 32, for the dataset and the model (default: %(default)s)")
-    p.add_argument("--eval-every", type=int, default=DEMO_EPOCHS // 6,
+    p.add_argument("--eval-every", type=_count, default=DEMO_EPOCHS // 6,
                    help="also evaluate every N epochs, for the metric curves in history.png; 0: only at the end "
                         "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
@@ -436,6 +464,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_message(err: BaseException) -> str:
+    """The message of an input error: an OSError's reason and file; a DataLoader worker's original error
+    without the worker's traceback (torch puts it in the message)."""
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        return f"{err.strerror}: {err.filename}"
+    text = str(err)
+    if "Original Traceback" in text:  # "Caught X in DataLoader worker ...\nOriginal Traceback ...\nmodule.X: message"
+        last = [line for line in text.splitlines() if line and not line[0].isspace()][-1]
+        text = re.sub(r"^[\w.]+: ", "", last) + " (in a DataLoader worker)"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 training diverged, 2 bad input, 130 interrupted)."""
     parser = build_parser()
@@ -445,12 +485,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(stop.code or 0)
     try:
         return args.func(args)
-    except USAGE_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except torch.cuda.OutOfMemoryError:
+        hint = "; train --resume continues from the last checkpoint.pt" if args.command == "train" else ""
+        print(f"error: out of GPU memory: lower --batch-size (or --image-size){hint}", file=sys.stderr)
+        return 1
+    except INPUT_ERRORS as err:
+        print(f"error: {error_message(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         hint = " (train --resume continues from the last checkpoint.pt)" if args.command == "train" else ""
         print(f"interrupted{hint}", file=sys.stderr)

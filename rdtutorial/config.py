@@ -10,6 +10,7 @@ bad value is reported by name.
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -101,13 +102,15 @@ class TrainConfig:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 bad(name, "must be a non-negative integer")
         for name in ("lr", "lr_proj"):
-            if not getattr(self, name) > 0:
-                bad(name, "must be > 0")
+            if not 0 < getattr(self, name) < math.inf:
+                bad(name, "must be a finite number > 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             bad("betas", "must be two numbers in [0, 1)")
         for name in ("w_ssot", "w_recon", "w_con", "noise_scale"):
-            if getattr(self, name) < 0:
-                bad(name, "must be >= 0")
+            if not 0 <= getattr(self, name) < math.inf:
+                bad(name, "must be a finite number >= 0")
+        if not math.isfinite(self.margin):
+            bad("margin", "must be a finite number")
         low, high = self.noise_size
         if not 1 <= low <= high < self.image_size:
             bad("noise_size", f"must be (low, high) with 1 <= low <= high < image_size ({self.image_size})")

@@ -26,6 +26,25 @@ class Evaluation:
     metrics: dict[str, float]
 
 
+def check_test_set(dataset: Dataset) -> None:
+    """Read every item of a test ``dataset`` now, so that a bad file or a set that cannot be scored fails
+    before training rather than after it: unreadable images, masks of another size (``DatasetError``
+    naming the file), no normal or no defective images, or no defect pixel (``ValueError``)."""
+    where = f"{dataset.root}/{dataset.category}/test" if hasattr(dataset, "category") else "the test set"
+    labels, defect_pixels = set(), 0.0
+    for i in range(len(dataset)):
+        item = dataset[i]
+        labels.add(int(item["label"]))
+        defect_pixels += float(item["mask"].sum())
+    if labels != {0, 1}:
+        kind = "defective" if 1 not in labels else "normal"
+        raise ValueError(f"{where} has no {kind} images: evaluation needs both normal and defective ones (MVTec "
+                         "layout: test/good/ and test/<defect>/ with masks in ground_truth/<defect>/)")
+    if not defect_pixels:
+        raise ValueError(f"the masks of {where} mark no defect pixel at the image size used: pixel AUROC and "
+                         "AUPRO need some; check the ground_truth masks")
+
+
 @torch.no_grad()
 def predict_maps(model: nn.Module, images: torch.Tensor, sigma: float = 4.0) -> torch.Tensor:
     """Anomaly maps ``[B,1,H,W]`` for images ``[B,3,H,W]`` in [0, 1]: teacher vs student, blurred."""

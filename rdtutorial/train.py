@@ -25,11 +25,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_trainable_state, resume_state
+from .checkpoint import save_checkpoint, trainable_state
 from .config import TrainConfig
 from .data import BTAD, MVTecAD
 from .evaluate import Evaluation, evaluate
 from .history import History
+from .runs import preflight
 from .losses import LossWeights, kd_loss, rdpp_loss
 from .models import RDPlusPlus, ReverseDistillation, build_teacher
 from .noise import PseudoAnomaly
@@ -134,6 +136,8 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
     train_set, test_set = datasets or build_datasets(cfg)
     if len(train_set) < cfg.batch_size:
         raise ValueError(f"the train set has {len(train_set)} images, fewer than batch_size={cfg.batch_size}")
+    preflight(cfg.out_dir, cfg.resume, test_set)  # before the first epoch: the end must not fail on these
+    state = resume_state(cfg)  # the checkpoint to continue from, checked against cfg, or None
     model = build_model(cfg)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -148,9 +152,8 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
     history = History()
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
     start = 0
-    if cfg.resume and out_dir is not None and (out_dir / CHECKPOINT_NAME).is_file():
-        state = load_checkpoint(out_dir / CHECKPOINT_NAME)
-        load_trainable_state(model, state["model"])
+    if state is not None:
+        load_trainable_state(model, state["model"], source=str(out_dir / CHECKPOINT_NAME))
         for opt, opt_state in zip(optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)
         _set_rng_state(state["rng"], loader_gen, noise_gen)
@@ -177,7 +180,8 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
             terms = training_step(model, images, cfg, pseudo, noise_gen)
             if not torch.isfinite(terms["total"]):
                 values = {k: float(v.detach()) for k, v in terms.items()}
-                kept = f"the last good checkpoint is {out_dir / CHECKPOINT_NAME}" if out_dir else "no checkpoint"
+                saved = out_dir is not None and (out_dir / CHECKPOINT_NAME).is_file()
+                kept = f"the last good checkpoint is {out_dir / CHECKPOINT_NAME}" if saved else "no checkpoint was written"
                 raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: {values}; {kept}")
             scaler.scale(terms["total"] / cfg.accumulate).backward()
             if step % cfg.accumulate == 0 or step == len(loader):
@@ -197,6 +201,8 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
         if out_dir is not None and cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
             checkpoint(epoch)
     if not history.evals or history.evals[-1]["epoch"] != cfg.epochs:
+        if out_dir is not None:
+            checkpoint(cfg.epochs)  # the trained model survives a failing evaluation
         result = evaluate(model, test_set, cfg.eval_batch_size, cfg.device, progress=cfg.progress)
         history.evals.append({"epoch": cfg.epochs, **result.metrics})
     if out_dir is not None:
@@ -210,9 +216,14 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
 def load_trained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig]:
     """Rebuild a trained model from a checkpoint written by :func:`train`."""
     state = load_checkpoint(path)
-    cfg = TrainConfig(**{**state["config"], "device": device, "amp": False, "channels_last": False, "resume": False})
+    try:
+        cfg = TrainConfig(**{**state["config"], "device": device, "amp": False, "channels_last": False,
+                             "resume": False})
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} holds a configuration this version cannot use ({err}); it was written by "
+                              "another version of rdtutorial") from None
     model = build_model(cfg)
-    load_trainable_state(model, state["model"])
+    load_trainable_state(model, state["model"], source=str(path))
     return model.eval(), cfg
 
 

@@ -66,17 +66,26 @@ def make_demo_dataset(
     ``image_size``; ``n_test_defect`` images per defect type. The same
     arguments always give byte-identical files. A ``demo_manifest.json`` with the
     arguments makes a second call with the same ones a no-op; a folder made with
-    other arguments is rebuilt, and a non-empty folder without a manifest is
-    refused (it is not ours to overwrite).
+    other arguments is rebuilt, unless it holds files the generator did not
+    write, and a non-empty folder without a manifest is refused (neither is
+    ours to overwrite).
     """
     root = Path(root)
     params = _params(seed, image_size, n_train, n_test_good, n_test_defect, crop, categories)
-    if _manifest(root) == params:
+    old = _manifest(root)
+    if old == params:
         return root
-    if root.exists() and _manifest(root) is None and any(root.iterdir()):
+    if root.exists() and old is None and any(root.iterdir()):
         raise DatasetError(
             f"{root} exists, is not empty and has no {MANIFEST}: it was not made by make_demo_dataset; "
             "choose another folder or empty it"
+        )
+    foreign = _foreign_files(root, old) if old is not None else []
+    if foreign:
+        raise DatasetError(
+            f"{root} holds a demo dataset made with other arguments, to be rebuilt, but also files "
+            f"that make_demo_dataset did not write ({len(foreign)}, e.g. {foreign[0]}): move them out, or choose "
+            "another folder"
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
@@ -112,6 +121,28 @@ def _params(seed, image_size, n_train, n_test_good, n_test_defect, crop, categor
         "n_train": n_train, "n_test_good": n_test_good, "n_test_defect": n_test_defect, "crop": crop,
         "categories": list(categories),
     }
+
+
+def _written_files(p: dict) -> set[str]:
+    """The relative paths that :func:`make_demo_dataset` writes for the parameters ``p`` of a manifest."""
+    files = {MANIFEST}
+    for name in p["categories"]:
+        files.update(f"{name}/train/good/{i:03d}.png" for i in range(p["n_train"]))
+        files.update(f"{name}/test/good/{i:03d}.png" for i in range(p["n_test_good"]))
+        for defect in DEFECTS[name]:
+            files.update(f"{name}/test/{defect}/{i:03d}.png" for i in range(p["n_test_defect"]))
+            files.update(f"{name}/ground_truth/{defect}/{i:03d}_mask.png" for i in range(p["n_test_defect"]))
+    return files
+
+
+def _foreign_files(root: Path, old: dict) -> list[str]:
+    """Files under ``root`` that the manifest ``old`` does not account for (all of them if it is unreadable)."""
+    present = sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+    try:
+        ours = _written_files(old)
+    except (KeyError, TypeError):
+        return present
+    return [f for f in present if f not in ours]
 
 
 def _manifest(root: Path) -> dict | None:

