@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, load_trainable_state, save_checkpoint, trainable_state
+from .compiling import compile_parts, first_step
 from .config import TrainConfig
 from .data import BTAD, CachedImages, MVTecAD
 from .evaluate import Evaluation, evaluate
@@ -155,6 +156,8 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
     model = build_model(cfg)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.compile:
+        compile_parts(model)
     optimizers = build_optimizers(model, cfg)
     seed = cfg.category_seed()
     loader_gen = torch.Generator().manual_seed(seed)
@@ -195,12 +198,20 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
             images = train_set.images(indices)
             if cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            terms = training_step(model, images, cfg, pseudo, noise_gen)
-            if not torch.isfinite(terms["total"]):
-                values = {k: float(v.detach()) for k, v in terms.items()}
-                kept = f"the last good checkpoint is {out_dir / CHECKPOINT_NAME}" if out_dir else "no checkpoint"
-                raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: {values}; {kept}")
-            scaler.scale(terms["total"] / cfg.accumulate).backward()
+
+            def forward_backward() -> dict[str, torch.Tensor]:
+                terms = training_step(model, images, cfg, pseudo, noise_gen)
+                if not torch.isfinite(terms["total"]):
+                    values = {k: float(v.detach()) for k, v in terms.items()}
+                    kept = f"the last good checkpoint is {out_dir / CHECKPOINT_NAME}" if out_dir else "no checkpoint"
+                    raise NonFiniteLossError(f"non-finite loss at epoch {epoch}, step {step}: {values}; {kept}")
+                scaler.scale(terms["total"] / cfg.accumulate).backward()
+                return terms
+
+            if cfg.compile and epoch == start + 1 and step == 1:
+                terms = first_step(model, forward_backward, noise_gen, passthrough=(NonFiniteLossError,))
+            else:
+                terms = forward_backward()
             if step % cfg.accumulate == 0 or step == len(loader):
                 for opt in optimizers:
                     scaler.step(opt)
