@@ -142,7 +142,10 @@ def _set_rng_state(state: dict, loader_gen: torch.Generator, noise_gen: torch.Ge
 def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> tuple[nn.Module, History]:
     """Train ``cfg.method`` on ``cfg.category``; evaluate at the end. Returns ``(model, history)``.
 
-    ``datasets`` (train, test) replaces the ones built from the config. With
+    ``datasets`` (train, test) replaces the ones built from the config. Both
+    are decoded once into a :class:`rdtutorial.data.CachedImages` on
+    ``cfg.device``; training batches are the ones a shuffling DataLoader
+    with the run's generator would give. With
     ``out_dir`` set, the history (``history.json``), the final metrics
     (``metrics.json``) and, every ``checkpoint_every`` epochs and at the end,
     ``checkpoint.pt`` are written there; ``resume=True`` continues from it,
