@@ -35,6 +35,11 @@ class TrainConfig:
 
     Loss weights multiply the unweighted terms (the paper's are
     0.2/1.11 * (1, 0.01, 0.1) for SSOT, Recon, Con; 0 drops a term).
+    ``amp`` (bf16 autocast where the GPU has it, else fp16 with a gradient
+    scaler) and ``channels_last`` are CUDA options, on in the ``paper``
+    profile on a GPU; ``compile`` runs the model's parts through
+    ``torch.compile`` and falls back, with a warning, where that fails;
+    ``num_workers`` processes decode the images (once per run).
     ``max_images`` (0: all) keeps at most that many images of each split
     (quick mode). ``noise_size`` is the inclusive range of pseudo-anomaly box sides in
     pixels (paper: 10..31 at 256 px). ``seed`` is combined with the category
@@ -66,6 +71,7 @@ class TrainConfig:
     device: str = "cpu"
     amp: bool = False
     channels_last: bool = False
+    compile: bool = False
     num_workers: int = 0
     max_images: int = 0
     seed: int = 0
@@ -154,6 +160,9 @@ def preset(profile: str, **overrides) -> TrainConfig:
                     device="cuda", eval_batch_size=32)
     else:
         raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    if profile == "paper":  # mixed precision and channels_last where they apply: on a GPU
+        gpu = str(overrides.get("device", base["device"])).startswith("cuda")
+        base.update(amp=gpu, channels_last=gpu)
     unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         raise ValueError(f"preset({profile!r}): unknown fields {sorted(unknown)}")

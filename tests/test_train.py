@@ -111,6 +111,23 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_root, tmp_path
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_paper_profile_uses_mixed_precision_only_on_a_gpu():
+    gpu = preset("paper", category="bottle")
+    assert gpu.amp and gpu.channels_last and not gpu.compile
+    cpu = preset("paper", category="bottle", device="cpu")
+    assert not cpu.amp and not cpu.channels_last
+    assert not preset("demo").amp
+
+
+def test_optimizers_are_fused_on_the_cpu():
+    from rdtutorial.train import build_model, build_optimizers
+
+    cfg = preset("demo", teacher_weights=None, progress=False)
+    optimizers = build_optimizers(build_model(cfg), cfg)
+    assert [opt.defaults["fused"] for opt in optimizers] == [True, True]
+    assert [opt.defaults["lr"] for opt in optimizers] == [cfg.lr, cfg.lr_proj]
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match=r"TrainConfig.image_size = 100"):
         TrainConfig(image_size=100)

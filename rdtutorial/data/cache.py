@@ -1,0 +1,79 @@
+"""A dataset decoded and resized once per run, held as uint8 on the training device.
+
+MVTec AD images are PNGs of up to 1024 x 1024 pixels: decoding and resizing
+them every epoch costs more CPU time than a GPU step on a Colab runtime's two
+cores. :class:`CachedImages` reads every item once, keeps images as uint8
+``[N,3,H,W]`` (a quarter of float32; 79 MB for 400 images at 256 px) and
+masks as bool on ``device``, and hands out batches by index.
+
+Values: an item's image is ``uint8 / 255``. That is exactly the source's value
+when the file is 8-bit and already ``image_size`` (the demo set); a resized
+image is rounded to the nearest of the 256 levels (an error of at most 1/510).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from .io import DatasetError
+
+
+class CachedImages(Dataset):
+    """Every item of ``dataset`` (``{"image", "mask", "label", "defect", "path"}``) read once.
+
+    ``cache[i]`` is an item like the source's (image float32 in [0, 1], mask
+    float32 in {0, 1}, on ``device``), so :func:`rdtutorial.evaluate.evaluate`
+    takes it as it is; :meth:`images` gathers a training batch.
+    ``num_workers`` processes decode the files.
+    """
+
+    def __init__(self, dataset: Dataset, device: str | torch.device = "cpu", num_workers: int = 0) -> None:
+        if len(dataset) == 0:
+            raise DatasetError("cannot cache an empty dataset")
+        images, masks = [], []
+        self.labels: list[int] = []
+        self.defects: list[str] = []
+        self.paths: list[str] = []
+        for item in DataLoader(dataset, batch_size=None, num_workers=num_workers):
+            image = item["image"]
+            if images and image.shape != images[0].shape:
+                raise DatasetError(
+                    f"image {item['path']} is {tuple(image.shape)} but the first one is {tuple(images[0].shape)}: "
+                    "caching needs one image size (set image_size)"
+                )
+            images.append(image.mul(255).round_().to(torch.uint8))
+            masks.append(item["mask"] >= 0.5)
+            self.labels.append(int(item["label"]))
+            self.defects.append(item["defect"])
+            self.paths.append(item["path"])
+        self.device = torch.device(device)
+        self.uint8 = torch.stack(images).to(self.device)  # [N,3,H,W]
+        self.masks = torch.stack(masks).to(self.device)  # [N,1,H,W] bool
+
+    def __len__(self) -> int:
+        return self.uint8.shape[0]
+
+    def batches(self, batch_size: int, generator: torch.Generator) -> DataLoader:
+        """Shuffled index batches ``[batch_size]``, the last incomplete one dropped.
+
+        It is ``DataLoader(..., shuffle=True, drop_last=True, generator=generator)``
+        over the indices, so it draws from ``generator`` exactly as that loader
+        over the dataset itself does: the same images in the same batches, in
+        the same order, epoch after epoch, for the same generator state.
+        """
+        return DataLoader(range(len(self)), batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
+
+    def images(self, indices: Tensor) -> Tensor:
+        """Images ``[B,3,H,W]`` float32 in [0, 1] on the cache's device, for ``indices [B]``."""
+        return self.uint8[indices.to(self.device)].float().div_(255)
+
+    def __getitem__(self, index: int) -> dict:
+        return {
+            "image": self.uint8[index].float().div_(255),
+            "mask": self.masks[index].float(),
+            "label": self.labels[index],
+            "defect": self.defects[index],
+            "path": self.paths[index],
+        }
