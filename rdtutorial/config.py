@@ -34,7 +34,8 @@ class TrainConfig:
 
     Loss weights multiply the unweighted terms (the paper's are
     0.2/1.11 * (1, 0.01, 0.1) for SSOT, Recon, Con; 0 drops a term).
-    ``noise_size`` is the inclusive range of pseudo-anomaly box sides in
+    ``max_images`` (0: all) keeps at most that many images of each split
+    (quick mode). ``noise_size`` is the inclusive range of pseudo-anomaly box sides in
     pixels (paper: 10..31 at 256 px). ``seed`` is combined with the category
     name (:meth:`category_seed`) so every category gets its own seed.
     """
@@ -65,6 +66,7 @@ class TrainConfig:
     amp: bool = False
     channels_last: bool = False
     num_workers: int = 0
+    max_images: int = 0
     seed: int = 0
     eval_every: int = 0
     eval_batch_size: int = 16
@@ -95,7 +97,7 @@ class TrainConfig:
                 bad(name, "must be a positive integer")
         if self.method == "rdpp" and self.batch_size < 2 and self.w_ssot:
             bad("batch_size", "L_SSOT pairs each sample with another: use at least 2, or w_ssot=0")
-        for name in ("eval_every", "checkpoint_every", "num_workers"):
+        for name in ("eval_every", "checkpoint_every", "num_workers", "max_images"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 bad(name, "must be a non-negative integer")
         for name in ("lr", "lr_proj"):

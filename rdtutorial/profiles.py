@@ -1,16 +1,23 @@
-"""What a chapter needs to run in the ``demo`` or ``paper`` profile.
+"""What a chapter needs to run in the ``demo`` or ``paper`` profile, full size or quick.
 
-A notebook reads its profile from the environment variable ``RDT_PROFILE``
-(default ``demo``) in a cell tagged ``parameters`` and calls
-:func:`chapter_config`. ``demo`` builds the embedded demo dataset (a few
-seconds, once) under :func:`data_dir`; ``paper`` checks for a CUDA GPU and
-MVTec AD and, when one is missing, stops with a message that says what to
-do: nothing switches profile silently.
+A notebook reads its profile from ``RDT_PROFILE`` (default ``demo``) and its
+scale from ``RDT_QUICK`` (``1``: the whole chapter at toy scale) in a cell
+tagged ``parameters``, and calls :func:`chapter_config`. ``demo`` builds the
+embedded demo dataset (a few seconds, once) under :func:`data_dir`;
+``paper`` checks for MVTec AD and a CUDA GPU and, when one is missing, stops
+with a message that says what to do: nothing switches profile silently.
+
+Two variables point a profile at what a machine has, explicitly:
+``RDT_DEVICE`` (``cpu``, ``cuda``, ``cuda:N``) and ``RDT_TEACHER_WEIGHTS``
+(a state-dict file of the teacher's classifier, or ``random`` for an
+untrained teacher, with a loud warning).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -18,10 +25,18 @@ import torch
 from .config import PROFILES, TrainConfig, preset
 from .data import list_categories, make_demo_dataset
 
+# Quick mode: toy scale, so a reader can check a chapter's whole code path in minutes.
+QUICK_IMAGE_SIZE = 64
+QUICK_EPOCHS = 2
+QUICK_BATCH = 4
+QUICK_IMAGES = 8
+QUICK_NOISE_SIZE = (3, 8)
+
 
 def data_dir() -> Path:
     """Where datasets and runs live: ``$RDT_DATA_DIR``, else ``~/.cache/rdtutorial``."""
-    return Path(os.environ.get("RDT_DATA_DIR", Path.home() / ".cache" / "rdtutorial")).expanduser()
+    default = Path.home() / ".cache" / "rdtutorial"
+    return Path(os.environ.get("RDT_DATA_DIR", default)).expanduser()
 
 
 def profile_from_env(default: str = "demo") -> str:
@@ -32,27 +47,100 @@ def profile_from_env(default: str = "demo") -> str:
     return profile
 
 
-def chapter_config(profile: str, **overrides) -> TrainConfig:
-    """The profile's :class:`TrainConfig` with its data in place.
+def quick_from_env() -> bool:
+    """``$RDT_QUICK`` (``0``, the default, or ``1``), checked; quick mode says so loudly."""
+    value = os.environ.get("RDT_QUICK", "0").strip()
+    if value not in ("0", "1"):
+        raise ValueError(f"RDT_QUICK={value!r}: use 1 (quick, toy scale) or 0 (full size)")
+    if value == "1":
+        print(
+            "QUICK MODE (RDT_QUICK=1): the whole chapter at toy scale "
+            f"({QUICK_IMAGE_SIZE} px, at most {QUICK_EPOCHS} epochs and "
+            f"{QUICK_IMAGES} images per split).\n"
+            "Its numbers check that the code runs; they are not results."
+        )
+    return value == "1"
 
-    ``demo``: the demo dataset under ``data_dir()/demo`` (built if missing).
+
+def device_from_env(default: str) -> str:
+    """``$RDT_DEVICE`` or ``default``; a CUDA device without a GPU is an error that says what to do."""
+    device = os.environ.get("RDT_DEVICE", default)
+    if not (device in ("cpu", "cuda", "mps") or device.startswith("cuda:")):
+        raise ValueError(f"RDT_DEVICE={device!r}: use cpu, cuda, cuda:N or mps")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device {device!r} needs a CUDA GPU: on Colab choose Runtime > Change runtime "
+            "type > GPU; or set RDT_DEVICE=cpu (slow), or run with RDT_PROFILE=demo"
+        )
+    return device
+
+
+def teacher_weights_from_env() -> str | None:
+    """``$RDT_TEACHER_WEIGHTS``: ``None`` (the profile's own), a file, or ``random``."""
+    value = os.environ.get("RDT_TEACHER_WEIGHTS")
+    if value is None:
+        return None
+    if value == "random":
+        warnings.warn(
+            "RDT_TEACHER_WEIGHTS=random: the teacher is UNTRAINED (random weights). "
+            "Every result of this run is meaningless; use it only to check that code runs.",
+            stacklevel=2,
+        )
+        return value
+    if not Path(value).is_file():
+        raise FileNotFoundError(
+            f"RDT_TEACHER_WEIGHTS={value!r}: no such file; give a state-dict file of the "
+            "teacher's classifier, or 'random'"
+        )
+    return value
+
+
+def quick_config(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` at toy scale: small images, few epochs, small batches, a handful of images."""
+    return cfg.replace(
+        image_size=QUICK_IMAGE_SIZE,
+        noise_size=QUICK_NOISE_SIZE,
+        epochs=min(cfg.epochs, QUICK_EPOCHS),
+        batch_size=min(cfg.batch_size, QUICK_BATCH),
+        accumulate=1,
+        eval_batch_size=min(cfg.eval_batch_size, QUICK_IMAGES),
+        max_images=QUICK_IMAGES,
+        eval_every=min(cfg.eval_every, 1),
+    )
+
+
+def chapter_config(profile: str, quick: bool = False, **overrides) -> TrainConfig:
+    """The profile's :class:`TrainConfig` with its data in place (at toy scale if ``quick``).
+
+    ``demo``: the demo dataset under ``data_dir()/demo`` (built if missing),
+    on a CUDA GPU when one is present (it says so), else the CPU.
     ``paper``: MVTec AD under ``$RDT_MVTEC_DIR`` or ``data_dir()/mvtec`` and a
-    CUDA GPU, or a ``RuntimeError`` that explains how to get them.
+    CUDA GPU, or an error that explains how to get them. ``RDT_DEVICE`` and
+    ``RDT_TEACHER_WEIGHTS`` override the device and the teacher's weights.
     """
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    env = {}
+    weights = teacher_weights_from_env()
+    if weights is not None:
+        env["teacher_weights"] = None if weights == "random" else weights
     if profile == "demo":
+        env["device"] = device_from_env("cuda" if torch.cuda.is_available() else "cpu")
+        if env["device"].startswith("cuda") and "device" not in overrides:
+            print(f"demo profile on the GPU ({torch.cuda.get_device_name(env['device'])})")
         root = make_demo_dataset(data_dir() / "demo")
-        return preset("demo", data_root=str(root), **overrides)
-    if profile == "paper":
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                "the paper profile needs a CUDA GPU: on Colab choose Runtime > Change runtime type > GPU; "
-                "or run this chapter with RDT_PROFILE=demo"
-            )
+    else:
+        env["device"] = device_from_env("cuda")
         root = Path(os.environ.get("RDT_MVTEC_DIR", data_dir() / "mvtec"))
         if not root.is_dir() or not list_categories(root):
             raise RuntimeError(
                 f"no MVTec AD found at {root}: run `python -m rdtutorial download --root {root}` "
                 "(about 5 GB), or set RDT_MVTEC_DIR to where it is"
             )
-        return preset("paper", data_root=str(root), **overrides)
-    raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    settings = {**env, **overrides}
+    unknown = set(settings) - fields
+    if unknown:
+        raise ValueError(f"chapter_config({profile!r}): unknown fields {sorted(unknown)}")
+    cfg = preset(profile, data_root=str(root), **settings)
+    return quick_config(cfg) if quick else cfg

@@ -48,12 +48,11 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 
 
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
-    """Train and test sets of ``cfg.category`` under ``cfg.data_root``."""
+    """Train and test sets of ``cfg.category`` under ``cfg.data_root`` (``cfg.max_images`` each, if set)."""
     cls = BTAD if cfg.dataset == "btad" else MVTecAD
-    return (
-        cls(cfg.data_root, cfg.category, split="train", image_size=cfg.image_size),
-        cls(cfg.data_root, cfg.category, split="test", image_size=cfg.image_size),
-    )
+    sets = tuple(cls(cfg.data_root, cfg.category, split=split, image_size=cfg.image_size)
+                 for split in ("train", "test"))
+    return tuple(s.subset(cfg.max_images) for s in sets) if cfg.max_images else sets
 
 
 def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:

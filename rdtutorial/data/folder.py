@@ -8,6 +8,7 @@ into DataLoader workers).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,22 @@ class AnomalyDataset(Dataset):
     def defects(self) -> list[str]:
         """Sorted defect types present (normal ones included)."""
         return sorted({s.defect for s in self.samples})
+
+    def subset(self, n: int) -> "AnomalyDataset":
+        """A copy with at most ``n`` items, normal and defective ones alternating (defective ones
+        spread over the defect types), so that a small test split still has both labels."""
+        normal = [s for s in self.samples if s.label == 0]
+        defective = [s for s in self.samples if s.label == 1]
+        if defective:
+            step = max(len(defective) // max(n // 2, 1), 1)
+            defective = defective[::step]
+        order = [s for pair in zip(normal, defective) for s in pair]
+        longer = normal if len(normal) > len(defective) else defective
+        order += longer[min(len(normal), len(defective)):]
+        chosen = {id(s) for s in order[:n]}
+        small = copy.copy(self)
+        small.samples = [s for s in self.samples if id(s) in chosen]
+        return small
 
     def __getitem__(self, index: int) -> dict:
         s = self.samples[index]
