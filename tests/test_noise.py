@@ -5,6 +5,7 @@ import opensimplex
 import pytest
 import torch
 
+from rdtutorial import simplex
 from rdtutorial.noise import PseudoAnomaly, fractal_noise, noise2, noise3
 
 SEEDS = [0, 3, -12345, 2**40 + 7]
@@ -149,6 +150,10 @@ def test_same_generator_state_same_output():
     c = anomaly(images, torch.Generator().manual_seed(8))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[1], c[1])
+
+
+def test_lattice_module_is_reexported():
+    assert (noise2, noise3) == (simplex.noise2, simplex.noise3)
 
 
 def test_rejects_bad_input():
