@@ -47,7 +47,7 @@ DESCRIPTION = "RD++ (Revisiting Reverse Distillation for Anomaly Detection): tra
 EXAMPLES = """examples:
   python -m rdtutorial demo                                  # a few CPU minutes, report in runs/demo
   python -m rdtutorial download --root data/mvtec --category bottle
-  python -m rdtutorial train --profile paper --data-root data/mvtec --category all --amp --checkpoint-every 10
+  python -m rdtutorial train --profile paper --data-root data/mvtec --category all --checkpoint-every 10
   python -m rdtutorial evaluate runs/mvtec_rdpp
   python -m rdtutorial predict runs/mvtec_rdpp/bottle my_images/ --threshold T   # T: a score you chose
 
@@ -126,9 +126,11 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.noise_size is not None:
         overrides["noise_size"] = tuple(args.noise_size)
-    for flag in ("amp", "channels_last", "resume"):
-        if getattr(args, flag):
-            overrides[flag] = True
+    for flag in ("amp", "channels_last"):  # --amp / --no-amp; absent: the profile's default
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    if args.resume:
+        overrides["resume"] = True
     overrides["progress"] = not args.no_progress
     return overrides
 
@@ -363,8 +365,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=_positive_int, help="image side in pixels, a multiple of 32 "
                    "(default: demo 128, paper 256)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: demo cpu, paper cuda)")
-    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (CUDA only)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (CUDA only; on by default in the paper profile on a GPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format (CUDA only; on by default in the paper profile on a GPU)")
     p.add_argument("--num-workers", type=_count, help="DataLoader worker processes (default: 0)")
     p.add_argument("--lr", type=float, help="Adam learning rate of OCBE and decoder (default: 0.005)")
     p.add_argument("--lr-proj", type=float, help="Adam learning rate of the RD++ projections (default: 0.001)")

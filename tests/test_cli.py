@@ -207,3 +207,15 @@ def test_download_with_a_wrong_checksum_exits_2(served_archive, tmp_path, capsys
 def test_download_rejects_an_unknown_category(capsys):
     assert main(["download", "--category", "marble"]) == 2
     assert "marble" in capsys.readouterr().err
+
+
+def test_amp_and_channels_last_can_be_switched_off_or_left_to_the_profile():
+    from rdtutorial.cli import _train_overrides, build_parser
+
+    def overrides(*flags):
+        return _train_overrides(build_parser().parse_args(["train", "--data-root", "x", *flags]))
+
+    assert "amp" not in overrides() and "channels_last" not in overrides()
+    assert overrides("--no-amp", "--no-channels-last")["amp"] is False
+    assert overrides("--amp", "--channels-last")["channels_last"] is True
+    assert overrides("--resume")["resume"] is True and "resume" not in overrides()
