@@ -22,7 +22,7 @@ MAX_DIGITS = 4
 MAX_LINE = 80
 # A decimal number (optionally with an exponent), not part of a word, a version or a path.
 DECIMAL = re.compile(r"(?<![\w./-])[-+]?(\d+\.\d+)(?:e[-+]?\d+)?(?![\w.])", re.IGNORECASE)
-# Printed values that are exact by construction, the same on every machine:
+# Values exact by construction, the same on every machine, allowed wherever a chapter prints them:
 EXACT = {
     repr(0.2 / 1.11),  # the paper's loss weights, Python float constants (repr is exact)
     repr(0.2 * 0.01 / 1.11),
