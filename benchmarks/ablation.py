@@ -1,26 +1,35 @@
-"""What each RD++ loss term buys: RD and five RD++ variants, several categories and seeds.
+"""What each RD++ part buys, paired against RD: configurations x categories x seeds.
 
-    python benchmarks/ablation.py --categories brick grass gravel --epochs 10 --seeds 0 1 2 \
+    python benchmarks/ablation.py --epochs 60 --seeds 0 1 2 3 4 --jobs 2 \
         --out benchmarks/results/ablation_demo.json
 
-Configurations (every one trains for the same epochs on the same data):
+Every configuration trains for the same epochs on the same data with the same
+seeds (a seed fixes the initial weights, the shuffling and the noise boxes;
+``rd`` and ``kd`` share their OCBE and decoder initialisation). The metrics
+are the last epoch's, never a test-selected one. For each (category, seed)
+the difference ``config - rd`` is one paired sample; per category and over
+all categories the table gives the mean paired difference and its bootstrap
+95% interval (``scipy.stats.bootstrap``, percentile method, 10,000
+resamples). A run is counted as collapsed when its pixel AUROC is below 0.5
+(maps higher on normal pixels than on defects).
 
-- ``rd``: plain reverse distillation (no projections), L_KD only;
-- ``kd``: the RD++ model (projections in front of the OCBE) with L_KD only;
-- ``kd+con``: + L_Con;
-- ``kd+con+recon``: + L_Recon;
-- ``kd+con+recon+ssot_published``: + L_SSOT as the public code computes it (zero);
-- ``rdpp``: + L_SSOT per pair of samples (the full RD++ of this book).
+``--validation`` runs on the demo set that another generator seed makes
+(other crops, other defects of the same kinds): settings are chosen there,
+and only the chosen ones are run on the test set the book reports.
+``--eval-every`` adds test (or validation) metrics along the way: the curve
+that shows whether RD has stopped improving at the budget. ``--out`` is
+rewritten after every run; ``--resume`` keeps the runs it already holds.
 
-Weights are the paper's (``TrainConfig`` defaults); 0 drops a term. Prints
-one JSON line per run (metrics of the last epoch, never a test-selected one)
-and a table of mean and standard deviation per configuration, over every
-category and seed; ``--out`` also writes everything to one JSON file.
+Configurations: ``rd`` (no projections, L_KD); ``kd`` (projections, L_KD
+only); ``rdpp-paper`` (the paper's projections, weights and margin);
+``rdpp`` (the ``demo`` profile's RD++: :func:`rdtutorial.config.preset`);
+and single-change variants used to choose it.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import platform
@@ -28,31 +37,67 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy.stats import bootstrap
 from tqdm.auto import tqdm
 
+from rdtutorial.config import PAPER_RDPP
 from rdtutorial.profiles import chapter_config
 from rdtutorial.train import train
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 CONFIGS = {
     "rd": dict(method="rd"),
-    "kd": dict(method="rdpp", w_ssot=0.0, w_recon=0.0, w_con=0.0),
-    "kd+con": dict(method="rdpp", w_ssot=0.0, w_recon=0.0),
-    "kd+con+recon": dict(method="rdpp", w_ssot=0.0),
-    "kd+con+recon+ssot_published": dict(method="rdpp", ssot_mode="published"),
-    "rdpp": dict(method="rdpp", ssot_mode="pairwise"),
+    "kd": dict(method="rdpp", projection="paper", w_ssot=0.0, w_recon=0.0, w_con=0.0),
+    "rdpp-paper": dict(method="rdpp", **PAPER_RDPP),
+    "rdpp": dict(method="rdpp"),
+    "rdpp-paper+residual": dict(method="rdpp", **{**PAPER_RDPP, "projection": "residual"}),
+    "kd+residual": dict(method="rdpp", projection="residual", w_ssot=0.0, w_recon=0.0, w_con=0.0),
+    "rdpp-paper+residual+recon1": dict(method="rdpp", **{**PAPER_RDPP, "projection": "residual", "w_recon": 1.0}),
+    "rdpp-paper+residual+recon10": dict(method="rdpp", **{**PAPER_RDPP, "projection": "residual", "w_recon": 10.0}),
 }
+BOOTSTRAP_RESAMPLES = 10_000
+
+
+def run_one(job: dict) -> dict:
+    """Train one (configuration, category, seed) and return its metrics, curve and wall time."""
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    cfg = chapter_config(job["profile"], validation=job["validation"], category=job["category"],
+                         seed=job["seed"], epochs=job["epochs"], eval_every=job["eval_every"], progress=False,
+                         **job["sizes"], **CONFIGS[job["config"]])
+    tic = time.perf_counter()
+    _, history = train(cfg)
+    seconds = time.perf_counter() - tic
+    final = history.evals[-1]
+    last = history.epochs[-1]
+    return {
+        "config": job["config"], "category": job["category"], "seed": job["seed"], "epochs": cfg.epochs,
+        "image_size": cfg.image_size, "batch_size": cfg.batch_size, **{m: final[m] for m in METRICS},
+        "train_seconds": round(seconds, 2),
+        "curve": [{k: round(v, 4) for k, v in e.items()} for e in history.evals],
+        "last_epoch": {k: float(f"{v:.4g}") for k, v in last.items() if isinstance(v, float)},
+    }
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """Bootstrap 95% percentile interval of the mean (seeded: the same numbers give the same interval)."""
+    if len(values) < 2 or max(values) == min(values):
+        return (statistics.fmean(values),) * 2
+    res = bootstrap((np.asarray(values),), np.mean, n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=0.95,
+                    method="percentile", rng=np.random.default_rng(0))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def summarise(runs: list[dict]) -> list[dict]:
-    """Mean and (sample) standard deviation of each metric per configuration, in ``CONFIGS`` order."""
+    """Per configuration: mean and std of each metric, collapsed runs, wall time."""
     rows = []
     for name in CONFIGS:
         mine = [r for r in runs if r["config"] == name]
         if not mine:
             continue
-        row = {"config": name, "runs": len(mine)}
+        row = {"config": name, "runs": len(mine), "collapsed": sum(r["pixel_auroc"] < 0.5 for r in mine)}
         for m in METRICS + ("train_seconds",):
             values = [r[m] for r in mine]
             row[f"{m}_mean"] = statistics.fmean(values)
@@ -61,13 +106,39 @@ def summarise(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    """The summary as a plain-text table: mean ± std per metric."""
-    head = f"{'configuration':<30} {'runs':>4} " + " ".join(f"{m:>15}" for m in METRICS) + f" {'train s':>8}"
-    lines = [head, "-" * len(head)]
+def paired(runs: list[dict], baseline: str = "rd") -> list[dict]:
+    """For each configuration and category (and ``"all"``): mean of ``config - baseline`` and its interval."""
+    base = {(r["category"], r["seed"]): r for r in runs if r["config"] == baseline}
+    rows = []
+    for name in CONFIGS:
+        if name == baseline:
+            continue
+        pairs = [(r, base[r["category"], r["seed"]]) for r in runs
+                 if r["config"] == name and (r["category"], r["seed"]) in base]
+        categories = sorted({r["category"] for r, _ in pairs})
+        for category in categories + (["all"] if len(categories) > 1 else []):
+            mine = [(r, b) for r, b in pairs if category in ("all", r["category"])]
+            row = {"config": name, "category": category, "pairs": len(mine)}
+            for m in METRICS:
+                diffs = [r[m] - b[m] for r, b in mine]
+                row[m] = statistics.fmean(diffs)
+                row[f"{m}_ci"] = interval(diffs)
+            rows.append(row)
+    return rows
+
+
+def table(rows: list[dict], differences: list[dict]) -> str:
+    """Both summaries as plain text."""
+    head = f"{'configuration':<22} {'runs':>4} {'collapsed':>9} " + " ".join(f"{m:>15}" for m in METRICS)
+    lines = [head + f" {'train s':>8}", "-" * (len(head) + 9)]
     for r in rows:
         cells = " ".join(f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}".rjust(15) for m in METRICS)
-        lines.append(f"{r['config']:<30} {r['runs']:>4} {cells} {r['train_seconds_mean']:>8.1f}")
+        lines.append(f"{r['config']:<22} {r['runs']:>4} {r['collapsed']:>9} {cells} {r['train_seconds_mean']:>8.1f}")
+    lines += ["", "paired difference against rd: mean [bootstrap 95% interval]"]
+    lines.append(f"{'configuration':<22} {'category':<8} {'pairs':>5} " + " ".join(f"{m:>24}" for m in METRICS))
+    for d in differences:
+        cells = " ".join(f"{d[m]:+.3f} [{d[m + '_ci'][0]:+.3f}, {d[m + '_ci'][1]:+.3f}]".rjust(24) for m in METRICS)
+        lines.append(f"{d['config']:<22} {d['category']:<8} {d['pairs']:>5} {cells}")
     return "\n".join(lines)
 
 
@@ -75,45 +146,55 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="demo", choices=["demo", "paper"],
                         help="demo: the embedded demo set on a CPU; paper: MVTec AD, WRN50, a GPU")
+    parser.add_argument("--validation", action="store_true",
+                        help="the validation demo set (another generator seed), for choosing settings")
     parser.add_argument("--categories", nargs="+", default=["brick", "grass", "gravel"])
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--configs", nargs="+", default=["rd", "kd", "rdpp-paper", "rdpp"], choices=list(CONFIGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--eval-every", type=int, default=0, help="evaluate every N epochs too (the curve)")
     parser.add_argument("--image-size", type=int, default=None, help="default: the profile's")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the profile's")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's); 1 is often faster on a busy machine")
-    parser.add_argument("--out", type=Path, default=None, help="write runs and summary to this JSON file")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, each with --threads torch threads")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (default: torch's)")
+    parser.add_argument("--out", type=Path, default=None, help="write runs and summaries to this JSON file")
+    parser.add_argument("--resume", action="store_true", help="keep the runs --out already holds")
     args = parser.parse_args()
+    if args.validation and args.profile != "demo":
+        parser.error("--validation: only the demo profile has a generated validation set")
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     sizes = {k: v for k, v in (("image_size", args.image_size), ("batch_size", args.batch_size)) if v}
-    jobs = [(c, s, n) for c in args.categories for s in args.seeds for n in args.configs]
-    runs = []
+    done = json.loads(args.out.read_text())["runs"] if args.resume and args.out and args.out.is_file() else []
+    have = {(r["config"], r["category"], r["seed"]) for r in done}
+    jobs = [dict(profile=args.profile, validation=args.validation, config=n, category=c, seed=s,
+                 epochs=args.epochs, eval_every=args.eval_every, sizes=sizes, threads=args.threads)
+            for c in args.categories for s in args.seeds for n in args.configs if (n, c, s) not in have]
+    command = "python benchmarks/ablation.py " + " ".join(
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {' '.join(map(str, v)) if isinstance(v, list) else v}")
+        for k, v in vars(args).items() if v not in (None, False) and k not in ("out", "resume")
+    ) + (f" --out {args.out}" if args.out else "")
     started = datetime.datetime.now(datetime.timezone.utc)
-    for category, seed, name in tqdm(jobs, desc="ablation runs"):
-        cfg = chapter_config(args.profile, category=category, seed=seed, epochs=args.epochs, progress=False,
-                             **sizes, **CONFIGS[name])
-        tic = time.perf_counter()
-        _, history = train(cfg)
-        final = history.evals[-1]
-        run = {"config": name, "category": category, "seed": seed, "epochs": cfg.epochs,
-               "image_size": cfg.image_size, "batch_size": cfg.batch_size,
-               **{m: final[m] for m in METRICS}, "train_seconds": round(time.perf_counter() - tic, 2)}
-        runs.append(run)
-        tqdm.write(json.dumps(run))
-    rows = summarise(runs)
-    print(table(rows))
-    if args.out:
+    runs = list(done)
+
+    def write() -> None:
+        if not args.out:
+            return
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        command = "python benchmarks/ablation.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if v is not None and k != "out") + f" --out {args.out}"
         result = {"benchmark": "ablation", "command": command, "date": started.strftime("%Y-%m-%d"),
-                  "threads": torch.get_num_threads(), "machine": platform.machine(),
-                  "torch": torch.__version__, "runs": runs, "summary": rows}
+                  "validation": args.validation, "jobs": args.jobs, "threads": args.threads or torch.get_num_threads(),
+                  "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
+                  "cpus": len(__import__("os").sched_getaffinity(0)), "torch": torch.__version__,
+                  "summary": summarise(runs), "paired": paired(runs), "runs": runs}
         args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+    with concurrent.futures.ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run_one, job) for job in jobs]
+        for future in tqdm(concurrent.futures.as_completed(futures), total=len(futures), desc="ablation runs"):
+            run = future.result()
+            runs.append(run)
+            tqdm.write(json.dumps({k: v for k, v in run.items() if k not in ("curve", "last_epoch")}))
+            write()
+    print(table(summarise(runs), paired(runs)))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_KEYS = ("epoch", "model", "optimizers", "rng", "history", "config")
 # Settings a resumed run may change: where and how fast it runs, how often it evaluates or saves, how long.
 RESUMABLE_CHANGES = ("device", "progress", "resume", "out_dir", "data_root", "num_workers", "checkpoint_every",
-                     "eval_every", "eval_batch_size", "epochs")
+                     "eval_every", "eval_batch_size", "epochs", "diagnostics")
 
 
 class CheckpointError(ValueError):

@@ -18,8 +18,13 @@ from .losses import SSOT_MODES
 from .models import TEACHERS
 
 METHODS = ("rd", "rdpp")
+PROJECTIONS = ("paper", "residual")
 DATASETS = ("mvtec", "btad")
 PROFILES = ("demo", "paper")
+
+# The RD++ paper's own settings of what the demo profile may change (see preset).
+PAPER_RDPP = dict(projection="paper", w_ssot=0.2 / 1.11, w_recon=0.2 * 0.01 / 1.11, w_con=0.2 * 0.1 / 1.11,
+                  margin=0.5)
 
 # Epochs per MVTec AD category in the public RD++ code.
 PAPER_EPOCHS = {
@@ -33,6 +38,8 @@ PAPER_EPOCHS = {
 class TrainConfig:
     """Everything one training run needs; see :func:`preset` for the two profiles.
 
+    ``projection``: ``"paper"`` (the published P_k) or ``"residual"`` (P_k
+    starts at the identity; :class:`rdtutorial.models.projection.Projection`).
     Loss weights multiply the unweighted terms (the paper's are
     0.2/1.11 * (1, 0.01, 0.1) for SSOT, Recon, Con; 0 drops a term).
     ``amp`` (bf16 autocast where the GPU has it, else fp16 with a gradient
@@ -40,6 +47,9 @@ class TrainConfig:
     profile on a GPU; ``compile`` runs the model's parts through
     ``torch.compile`` and falls back, with a warning, where that fails;
     ``num_workers`` processes decode the images (once per run).
+    ``diagnostics`` records, for RD++, the measurements of
+    :mod:`rdtutorial.diagnostics` on the first batch of every epoch (one extra
+    backward pass per epoch; the training itself is unchanged).
     ``max_images`` (0: all) keeps at most that many images of each split
     (quick mode). ``noise_size`` is the inclusive range of pseudo-anomaly box sides in
     pixels (paper: 10..31 at 256 px). ``seed`` is combined with the category
@@ -47,6 +57,7 @@ class TrainConfig:
     """
 
     method: str = "rdpp"
+    projection: str = "paper"
     teacher: str = "efficientnet_lite0"
     teacher_weights: str | None = "imagenet"
     dataset: str = "mvtec"
@@ -76,6 +87,7 @@ class TrainConfig:
     max_images: int = 0
     seed: int = 0
     eval_every: int = 0
+    diagnostics: bool = True
     eval_batch_size: int = 16
     checkpoint_every: int = 0
     out_dir: str | None = None
@@ -93,8 +105,8 @@ class TrainConfig:
         def bad(name: str, why: str) -> None:
             raise ValueError(f"TrainConfig.{name} = {getattr(self, name)!r}: {why}")
 
-        for name, allowed in (("method", METHODS), ("teacher", TEACHERS), ("dataset", DATASETS),
-                              ("ssot_mode", SSOT_MODES)):
+        for name, allowed in (("method", METHODS), ("projection", PROJECTIONS), ("teacher", TEACHERS),
+                              ("dataset", DATASETS), ("ssot_mode", SSOT_MODES)):
             if getattr(self, name) not in allowed:
                 bad(name, f"must be one of {allowed}")
         if self.image_size < 32 or self.image_size % 32:

@@ -34,14 +34,18 @@ class History:
     def load(cls, path: str | os.PathLike) -> "History":
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def plot(self, title: str = "", ncols: int = 3) -> plt.Figure:
-        """Loss curves (one panel per term) and, if any, metrics over epochs, ``ncols`` panels a row.
+    def plot(self, title: str = "", ncols: int = 3, diagnostics: bool = True) -> plt.Figure:
+        """Loss curves (one panel per term), metrics over epochs and, with ``diagnostics``, the
+        measurements of :mod:`rdtutorial.diagnostics` (three panels), ``ncols`` panels a row.
 
-        A term whose values span more than a factor of 10 gets a log scale, so that its late
-        epochs stay readable; the others keep a linear one.
+        A loss term whose values span more than a factor of 10 gets a log scale, so that its
+        late epochs stay readable; the others keep a linear one. Gradient norms are always
+        on a log scale: the weighted terms differ by orders of magnitude.
         """
         terms = [k for k in ("total", "kd", "ssot", "recon", "con") if any(e.get(k) for e in self.epochs)]
-        panels = max(len(terms) + (1 if self.evals else 0), 1)
+        grads = [k for k in ("kd", "ssot", "recon", "con") if any(f"grad_{k}" in e for e in self.epochs)]
+        shown = diagnostics and any("sample_cos" in e for e in self.epochs)
+        panels = max(len(terms) + (1 if self.evals else 0) + (3 if shown else 0), 1)
         ncols = min(ncols, panels)
         nrows = -(-panels // ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.8 * nrows), squeeze=False)
@@ -55,16 +59,43 @@ class History:
                 ax.set_yscale("log")
             ax.set_title(f"L_{term}" if term != "total" else "total loss")
             ax.set_xlabel("epoch")
+        used = len(terms)
         if self.evals:
-            ax = axes[len(terms)]
+            ax = axes[used]
             for metric in ("image_auroc", "pixel_auroc", "aupro"):
                 ax.plot([e["epoch"] for e in self.evals], [e[metric] for e in self.evals], marker="o", label=metric)
             ax.set_title("test metrics")
             ax.set_xlabel("epoch")
             ax.legend(fontsize=7)
+            used += 1
+        if shown:
+            self._plot_diagnostics(axes[used : used + 3], grads)
         for ax in axes[panels:]:
             ax.set_visible(False)
         if title:
             fig.suptitle(title)
         fig.tight_layout()
         return fig
+
+    def _plot_diagnostics(self, axes: list[plt.Axes], grads: list[str]) -> None:
+        rows = [e for e in self.epochs if "sample_cos" in e]
+        x = [e["epoch"] for e in rows]
+        label = {"kd": "L_KD", "ssot": "a*L_SSOT", "recon": "b*L_Recon", "con": "g*L_Con"}
+        for term in grads:  # a weight of 0, or L_Con at exactly 0, gives no line
+            values = [e.get(f"grad_{term}", 0.0) for e in rows]
+            if any(v > 0 for v in values):
+                axes[0].plot(x, values, marker=".", label=label[term])
+        axes[0].set_yscale("log")
+        axes[0].set_title("weighted gradient on P")
+        for ax, title, fields in (
+            (axes[1], "cos between samples", {"P E": "sample_cos", "E": "teacher_sample_cos"}),
+            (axes[2], "cos(noisy, clean) in boxes", {"P E": "box_cos_proj", "E": "box_cos_teacher"}),
+        ):
+            for name, key in fields.items():
+                if any(key in e for e in rows):
+                    ax.plot(x, [e.get(key, float("nan")) for e in rows], marker=".", label=name)
+            ax.set_title(title)
+        for ax in axes:
+            ax.set_xlabel("epoch")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)

@@ -31,6 +31,7 @@ QUICK_EPOCHS = 2
 QUICK_BATCH = 4
 QUICK_IMAGES = 8
 QUICK_NOISE_SIZE = (3, 8)
+VALIDATION_SEED = 1  # the demo generator's seed of the validation set (the test set's is 0)
 
 
 def data_dir() -> Path:
@@ -109,10 +110,13 @@ def quick_config(cfg: TrainConfig) -> TrainConfig:
     )
 
 
-def chapter_config(profile: str, quick: bool = False, **overrides) -> TrainConfig:
+def chapter_config(profile: str, quick: bool = False, validation: bool = False, **overrides) -> TrainConfig:
     """The profile's :class:`TrainConfig` with its data in place (at toy scale if ``quick``).
 
     ``demo``: the demo dataset under ``data_dir()/demo`` (built if missing),
+    or with ``validation`` the one that generator seed ``VALIDATION_SEED``
+    makes under ``data_dir()/demo-validation`` (other crops and other defects
+    of the same kinds: where settings are chosen, never on the test images),
     on a CUDA GPU when one is present (it says so), else the CPU.
     ``paper``: MVTec AD under ``$RDT_MVTEC_DIR`` or ``data_dir()/mvtec`` and a
     CUDA GPU, or an error that explains how to get them. ``RDT_DEVICE`` and
@@ -129,8 +133,11 @@ def chapter_config(profile: str, quick: bool = False, **overrides) -> TrainConfi
         env["device"] = device_from_env("cuda" if torch.cuda.is_available() else "cpu")
         if env["device"].startswith("cuda") and "device" not in overrides:
             print(f"demo profile on the GPU ({torch.cuda.get_device_name(env['device'])})")
-        root = make_demo_dataset(data_dir() / "demo")
+        root = (make_demo_dataset(data_dir() / "demo-validation", seed=VALIDATION_SEED) if validation
+                else make_demo_dataset(data_dir() / "demo"))
     else:
+        if validation:
+            raise ValueError("chapter_config: only the demo profile has a generated validation set")
         env["device"] = device_from_env("cuda")
         root = Path(os.environ.get("RDT_MVTEC_DIR", data_dir() / "mvtec"))
         if not root.is_dir() or not list_categories(root):

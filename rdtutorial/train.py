@@ -30,6 +30,7 @@ from .checkpoint import save_checkpoint, trainable_state
 from .compiling import compile_parts, first_step
 from .config import TrainConfig
 from .data import BTAD, CachedImages, MVTecAD
+from .diagnostics import projection_diagnostics
 from .evaluate import Evaluation, evaluate
 from .history import History
 from .runs import preflight
@@ -46,7 +47,10 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     """The model of ``cfg.method`` on ``cfg.teacher``, initialised from the category seed."""
     torch.manual_seed(cfg.category_seed())
     teacher = build_teacher(cfg.teacher, weights=cfg.teacher_weights)
-    model = RDPlusPlus(teacher) if cfg.method == "rdpp" else ReverseDistillation(teacher)
+    if cfg.method == "rdpp":
+        model = RDPlusPlus(teacher, residual_projection=cfg.projection == "residual")
+    else:
+        model = ReverseDistillation(teacher)
     return model.to(cfg.device)
 
 
@@ -96,9 +100,17 @@ def _floats(feats: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def training_step(
-    model: nn.Module, images: torch.Tensor, cfg: TrainConfig, pseudo: PseudoAnomaly, generator: torch.Generator
+    model: nn.Module, images: torch.Tensor, cfg: TrainConfig, pseudo: PseudoAnomaly, generator: torch.Generator,
+    diagnostics: dict[str, float] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Forward one batch ``[B,3,H,W]`` and return the loss terms (``total`` is to be back-propagated)."""
+    """Forward one batch ``[B,3,H,W]`` and return the loss terms (``total`` is to be back-propagated).
+
+    For RD++, a ``diagnostics`` dict is filled with
+    :func:`rdtutorial.diagnostics.projection_diagnostics` of this batch (an
+    extra backward pass; training itself is unchanged). Without noise in the
+    objective (no L_Recon, L_Con), its pseudo-anomalies come from a generator
+    of their own, so the training randomness stays the same.
+    """
     if isinstance(model, ReverseDistillation):
         with _autocast(cfg):
             out = model(images)
@@ -106,9 +118,10 @@ def training_step(
         return {"total": kd, "kd": kd}
     weights = LossWeights(ssot=cfg.w_ssot, recon=cfg.w_recon, con=cfg.w_con)
     b = images.shape[0]
+    masks = None
     with _autocast(cfg):
         if weights.recon or weights.con:
-            noisy, _ = pseudo(images, generator=generator)
+            noisy, masks = pseudo(images, generator=generator)
             both = model.teacher(torch.cat([images, noisy]))
             projected = model.projections(both)
             t_clean, t_noisy = [f[:b] for f in both], [f[b:] for f in both]
@@ -122,7 +135,19 @@ def training_step(
         _floats(t_clean), _floats(student), _floats(p_clean), _floats(t_noisy), _floats(p_noisy),
         weights=weights, ssot_mode=cfg.ssot_mode, margin=cfg.margin, generator=generator,
     )
-    return {"total": terms.total, "kd": terms.kd, "ssot": terms.ssot, "recon": terms.recon, "con": terms.con}
+    terms = {"total": terms.total, "kd": terms.kd, "ssot": terms.ssot, "recon": terms.recon, "con": terms.con}
+    if diagnostics is not None:
+        if masks is None:  # noise for the measurement only, from its own generator
+            own = torch.Generator(images.device).manual_seed(int(generator.initial_seed()) + 1)
+            with torch.no_grad(), _autocast(cfg):
+                noisy, masks = pseudo(images, generator=own)
+                t_noisy = model.teacher(noisy)
+                p_noisy = model.projections(t_noisy)
+        diagnostics.update(projection_diagnostics(
+            terms, {"kd": 1.0, "ssot": weights.ssot, "recon": weights.recon, "con": weights.con},
+            model.projections, _floats(t_clean), _floats(t_noisy), _floats(p_clean), _floats(p_noisy), masks,
+        ))
+    return terms
 
 
 def _rng_state(loader_gen: torch.Generator, noise_gen: torch.Generator) -> dict:
@@ -199,13 +224,15 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
         tic = time.perf_counter()
         bar = tqdm(loader, desc=f"{cfg.method} {cfg.category} epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=not cfg.progress)
+        measured: dict[str, float] | None = {} if cfg.diagnostics and cfg.method == "rdpp" else None
         for step, indices in enumerate(bar, 1):
             images = train_set.images(indices)
             if cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
 
             def forward_backward() -> dict[str, torch.Tensor]:
-                terms = training_step(model, images, cfg, pseudo, noise_gen)
+                diagnostics = measured if step == 1 else None  # the first batch of each epoch
+                terms = training_step(model, images, cfg, pseudo, noise_gen, diagnostics=diagnostics)
                 if not torch.isfinite(terms["total"]):
                     values = {k: float(v.detach()) for k, v in terms.items()}
                     saved = out_dir is not None and (out_dir / CHECKPOINT_NAME).is_file()
@@ -229,7 +256,7 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.set_postfix({k: f"{v / step:.4f}" for k, v in sums.items()})
         history.epochs.append({"epoch": epoch, **{k: v / len(loader) for k, v in sums.items()},
-                               "seconds": time.perf_counter() - tic})
+                               "seconds": time.perf_counter() - tic, **(measured or {})})
         if cfg.eval_every and epoch % cfg.eval_every == 0 and epoch < cfg.epochs:
             result = evaluate(model, test_set, cfg.eval_batch_size, cfg.device, progress=cfg.progress)
             history.evals.append({"epoch": epoch, **result.metrics})

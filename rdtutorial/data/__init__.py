@@ -6,7 +6,7 @@ Items are ``{"image": [3,H,W] float32 in [0,1], "mask": [1,H,W] float32 in {0,1}
 
 from .btad import BTAD
 from .cache import CachedImages
-from .demo import DEMO_CATEGORIES, make_demo_dataset
+from .demo import DEMO_CATEGORIES, clean_counterpart, make_demo_dataset
 from .download import MVTEC_SHA256, MVTEC_URL, DownloadError, download_mvtec
 from .folder import AnomalyDataset, CategoryDataset, list_categories
 from .io import DatasetError
@@ -15,5 +15,5 @@ from .plot import show_samples
 
 __all__ = [
     "AnomalyDataset", "BTAD", "CachedImages", "CategoryDataset", "DEMO_CATEGORIES", "DatasetError", "DownloadError", "MVTEC_SHA256", "MVTEC_URL",
-    "MVTecAD", "download_mvtec", "list_categories", "make_demo_dataset", "show_samples",
+    "MVTecAD", "clean_counterpart", "download_mvtec", "list_categories", "make_demo_dataset", "show_samples",
 ]

@@ -14,6 +14,12 @@ never repeat training pixels. Each is resized to ``image_size`` and tinted to
 - ``patch``: a piece of another texture pasted with soft edges, shifted to
   the local mean colour (new structure).
 
+Each defective image's clean original is kept too, as
+``<category>/clean/<defect>/<i>.png`` (outside the MVTec layout, which
+ignores it): :func:`clean_counterpart` finds it, so a measurement can
+compare a model's output on a defect with the features of the same image
+without it.
+
 Each category mixes visible-structure and subtle defects, so that short RD
 training separates them well but not perfectly. Different in kind from the
 simplex-noise pseudo-anomalies used in RD++ training.
@@ -132,6 +138,7 @@ def _written_files(p: dict) -> set[str]:
         for defect in DEFECTS[name]:
             files.update(f"{name}/test/{defect}/{i:03d}.png" for i in range(p["n_test_defect"]))
             files.update(f"{name}/ground_truth/{defect}/{i:03d}_mask.png" for i in range(p["n_test_defect"]))
+            files.update(f"{name}/clean/{defect}/{i:03d}.png" for i in range(p["n_test_defect"]))
     return files
 
 
@@ -254,3 +261,16 @@ def _write_category(folder: Path, name: str, textures: dict, rng: np.random.Gene
             out, alpha = _MAKERS[defect](rgb, rng, size, other=other)
             _save_rgb(folder / "test" / defect / f"{i:03d}.png", out)
             _save_mask(folder / "ground_truth" / defect / f"{i:03d}_mask.png", alpha >= 0.5)
+            _save_rgb(folder / "clean" / defect / f"{i:03d}.png", rgb)
+
+
+def clean_counterpart(path: str | Path) -> Path:
+    """The clean original of the defective demo test image at ``path`` (``.../test/<defect>/<i>.png``)."""
+    path = Path(path)
+    if path.parent.parent.name != "test" or path.parent.name == "good":
+        raise ValueError(f"{path} is not a defective test image of the demo dataset (.../test/<defect>/<i>.png)")
+    clean = path.parent.parent.parent / "clean" / path.parent.name / path.name
+    if not clean.is_file():
+        raise FileNotFoundError(f"{clean}: no clean original of {path} (made by an older make_demo_dataset? "
+                                "delete the demo folder to rebuild it)")
+    return clean

@@ -59,12 +59,15 @@ class ReverseDistillation(nn.Module):
 
 
 class RDPlusPlus(nn.Module):
-    """RD++: ``images [B,3,H,W]`` in [0, 1] -> :class:`DistillationOutput` with ``projected`` set."""
+    """RD++: ``images [B,3,H,W]`` in [0, 1] -> :class:`DistillationOutput` with ``projected`` set.
 
-    def __init__(self, teacher: Teacher) -> None:
+    ``residual_projection``: projections that start at the identity (see :class:`Projection`).
+    """
+
+    def __init__(self, teacher: Teacher, residual_projection: bool = False) -> None:
         super().__init__()
         self.teacher = teacher
-        self.projections = MultiScaleProjection(teacher.channels)
+        self.projections = MultiScaleProjection(teacher.channels, residual=residual_projection)
         self.bottleneck = OCBE(teacher.channels)
         self.decoder = Decoder(teacher.channels, signed=teacher.signed)
 
