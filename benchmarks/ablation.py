@@ -32,33 +32,17 @@ import argparse
 import concurrent.futures
 import datetime
 import json
+import os
 import platform
-import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from scipy.stats import bootstrap
 from tqdm.auto import tqdm
 
-from rdtutorial.config import PAPER_RDPP
+from rdtutorial.ablation import CONFIGS, METRICS, paired, summarise, table
 from rdtutorial.profiles import chapter_config
 from rdtutorial.train import train
-
-METRICS = ("image_auroc", "pixel_auroc", "aupro")
-CONFIGS = {
-    "rd": dict(method="rd"),
-    "kd": dict(method="rdpp", projection="paper", w_ssot=0.0, w_recon=0.0, w_con=0.0),
-    "rdpp-paper": dict(method="rdpp", **PAPER_RDPP),
-    "rdpp": dict(method="rdpp"),
-    "rdpp-paper+residual": dict(method="rdpp", **{**PAPER_RDPP, "projection": "residual"}),
-    "kd+residual": dict(method="rdpp", projection="residual", w_ssot=0.0, w_recon=0.0, w_con=0.0),
-    "rdpp-paper+residual+recon1": dict(method="rdpp", **{**PAPER_RDPP, "projection": "residual", "w_recon": 1.0}),
-    "rdpp-paper+residual+recon10": dict(method="rdpp", **{**PAPER_RDPP, "projection": "residual", "w_recon": 10.0}),
-}
-BOOTSTRAP_RESAMPLES = 10_000
-
 
 def run_one(job: dict) -> dict:
     """Train one (configuration, category, seed) and return its metrics, curve and wall time."""
@@ -79,67 +63,6 @@ def run_one(job: dict) -> dict:
         "curve": [{k: round(v, 4) for k, v in e.items()} for e in history.evals],
         "last_epoch": {k: float(f"{v:.4g}") for k, v in last.items() if isinstance(v, float)},
     }
-
-
-def interval(values: list[float]) -> tuple[float, float]:
-    """Bootstrap 95% percentile interval of the mean (seeded: the same numbers give the same interval)."""
-    if len(values) < 2 or max(values) == min(values):
-        return (statistics.fmean(values),) * 2
-    res = bootstrap((np.asarray(values),), np.mean, n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=0.95,
-                    method="percentile", rng=np.random.default_rng(0))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def summarise(runs: list[dict]) -> list[dict]:
-    """Per configuration: mean and std of each metric, collapsed runs, wall time."""
-    rows = []
-    for name in CONFIGS:
-        mine = [r for r in runs if r["config"] == name]
-        if not mine:
-            continue
-        row = {"config": name, "runs": len(mine), "collapsed": sum(r["pixel_auroc"] < 0.5 for r in mine)}
-        for m in METRICS + ("train_seconds",):
-            values = [r[m] for r in mine]
-            row[f"{m}_mean"] = statistics.fmean(values)
-            row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        rows.append(row)
-    return rows
-
-
-def paired(runs: list[dict], baseline: str = "rd") -> list[dict]:
-    """For each configuration and category (and ``"all"``): mean of ``config - baseline`` and its interval."""
-    base = {(r["category"], r["seed"]): r for r in runs if r["config"] == baseline}
-    rows = []
-    for name in CONFIGS:
-        if name == baseline:
-            continue
-        pairs = [(r, base[r["category"], r["seed"]]) for r in runs
-                 if r["config"] == name and (r["category"], r["seed"]) in base]
-        categories = sorted({r["category"] for r, _ in pairs})
-        for category in categories + (["all"] if len(categories) > 1 else []):
-            mine = [(r, b) for r, b in pairs if category in ("all", r["category"])]
-            row = {"config": name, "category": category, "pairs": len(mine)}
-            for m in METRICS:
-                diffs = [r[m] - b[m] for r, b in mine]
-                row[m] = statistics.fmean(diffs)
-                row[f"{m}_ci"] = interval(diffs)
-            rows.append(row)
-    return rows
-
-
-def table(rows: list[dict], differences: list[dict]) -> str:
-    """Both summaries as plain text."""
-    head = f"{'configuration':<22} {'runs':>4} {'collapsed':>9} " + " ".join(f"{m:>15}" for m in METRICS)
-    lines = [head + f" {'train s':>8}", "-" * (len(head) + 9)]
-    for r in rows:
-        cells = " ".join(f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}".rjust(15) for m in METRICS)
-        lines.append(f"{r['config']:<22} {r['runs']:>4} {r['collapsed']:>9} {cells} {r['train_seconds_mean']:>8.1f}")
-    lines += ["", "paired difference against rd: mean [bootstrap 95% interval]"]
-    lines.append(f"{'configuration':<22} {'category':<8} {'pairs':>5} " + " ".join(f"{m:>24}" for m in METRICS))
-    for d in differences:
-        cells = " ".join(f"{d[m]:+.3f} [{d[m + '_ci'][0]:+.3f}, {d[m + '_ci'][1]:+.3f}]".rjust(24) for m in METRICS)
-        lines.append(f"{d['config']:<22} {d['category']:<8} {d['pairs']:>5} {cells}")
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -183,7 +106,7 @@ def main() -> None:
         result = {"benchmark": "ablation", "command": command, "date": started.strftime("%Y-%m-%d"),
                   "validation": args.validation, "jobs": args.jobs, "threads": args.threads or torch.get_num_threads(),
                   "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
-                  "cpus": len(__import__("os").sched_getaffinity(0)), "torch": torch.__version__,
+                  "cpus": len(os.sched_getaffinity(0)), "torch": torch.__version__,
                   "summary": summarise(runs), "paired": paired(runs), "runs": runs}
         args.out.write_text(json.dumps(result, indent=1) + "\n")
 

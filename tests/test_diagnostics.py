@@ -1,6 +1,5 @@
 """Training diagnostics, the residual projection, the validation demo set and the ablation's statistics."""
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rdtutorial import ablation
 from rdtutorial.config import PAPER_RDPP, TrainConfig, preset
 from rdtutorial.data import MVTecAD, clean_counterpart, make_demo_dataset
 from rdtutorial.diagnostics import box_cosine, mean_sample_cosine, weighted_grad_norms
@@ -138,16 +138,7 @@ def test_validation_demo_set_is_another_generator_seed(tmp_path, monkeypatch):
         chapter_config("paper", validation=True)
 
 
-def _ablation():
-    path = Path(__file__).parents[1] / "benchmarks" / "ablation.py"
-    spec = importlib.util.spec_from_file_location("ablation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_ablation_pairs_runs_by_category_and_seed_and_counts_collapses():
-    ablation = _ablation()
     runs = []
     for category, shift in (("brick", 0.05), ("grass", 0.15)):
         for seed in range(5):

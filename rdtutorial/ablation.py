@@ -1,0 +1,100 @@
+"""The ablation of RD++: its configurations and the statistics of a paired comparison against RD.
+
+``CONFIGS`` names the overrides of the ``demo`` profile that each compared
+configuration applies (``rd``: no projections, L_KD; ``kd``: the paper's
+projections, L_KD only; ``rdpp-paper``: the paper's projections, weights and
+margin; ``rdpp``: the ``demo`` profile's RD++; and the single changes used to
+choose it). A run is a dict with ``config``, ``category``, ``seed`` and the
+three metrics of its last epoch; the same (category, seed) of two
+configurations is one paired sample. Used by ``benchmarks/ablation.py`` and
+chapter 9.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+from scipy.stats import bootstrap
+
+from .config import PAPER_RDPP
+
+METRICS = ("image_auroc", "pixel_auroc", "aupro")
+CONFIGS = {
+    "rd": dict(method="rd"),
+    "kd": dict(method="rdpp", projection="paper", w_ssot=0.0, w_recon=0.0, w_con=0.0),
+    "rdpp-paper": dict(method="rdpp", **PAPER_RDPP),
+    "rdpp": dict(method="rdpp"),
+    "rdpp-paper+residual": dict(method="rdpp", **{**PAPER_RDPP, "projection": "residual"}),
+    "kd+residual": dict(method="rdpp", projection="residual", w_ssot=0.0, w_recon=0.0, w_con=0.0),
+    "rdpp-paper+residual+recon1": dict(method="rdpp", **{**PAPER_RDPP, "projection": "residual", "w_recon": 1.0}),
+    "rdpp-paper+residual+recon10": dict(method="rdpp", **{**PAPER_RDPP, "projection": "residual", "w_recon": 10.0}),
+}
+BOOTSTRAP_RESAMPLES = 10_000
+COLLAPSED_BELOW = 0.5  # pixel AUROC under chance: maps higher on normal pixels than on defects
+
+
+def collapsed(run: dict) -> bool:
+    """Whether a run ended with inverted maps (pixel AUROC below 0.5)."""
+    return run["pixel_auroc"] < COLLAPSED_BELOW
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """Bootstrap 95% percentile interval of the mean (seeded: the same numbers give the same interval)."""
+    if len(values) < 2 or max(values) == min(values):
+        return (statistics.fmean(values),) * 2
+    res = bootstrap((np.asarray(values),), np.mean, n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=0.95,
+                    method="percentile", rng=np.random.default_rng(0))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Per configuration: mean and std of each metric, collapsed runs, wall time."""
+    rows = []
+    for name in CONFIGS:
+        mine = [r for r in runs if r["config"] == name]
+        if not mine:
+            continue
+        row = {"config": name, "runs": len(mine), "collapsed": sum(map(collapsed, mine))}
+        for m in METRICS + ("train_seconds",):
+            values = [r[m] for r in mine]
+            row[f"{m}_mean"] = statistics.fmean(values)
+            row[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def paired(runs: list[dict], baseline: str = "rd") -> list[dict]:
+    """For each configuration and category (and ``"all"``): mean of ``config - baseline`` and its interval."""
+    base = {(r["category"], r["seed"]): r for r in runs if r["config"] == baseline}
+    rows = []
+    for name in CONFIGS:
+        if name == baseline:
+            continue
+        pairs = [(r, base[r["category"], r["seed"]]) for r in runs
+                 if r["config"] == name and (r["category"], r["seed"]) in base]
+        categories = sorted({r["category"] for r, _ in pairs})
+        for category in categories + (["all"] if len(categories) > 1 else []):
+            mine = [(r, b) for r, b in pairs if category in ("all", r["category"])]
+            row = {"config": name, "category": category, "pairs": len(mine)}
+            for m in METRICS:
+                diffs = [r[m] - b[m] for r, b in mine]
+                row[m] = statistics.fmean(diffs)
+                row[f"{m}_ci"] = interval(diffs)
+            rows.append(row)
+    return rows
+
+
+def table(rows: list[dict], differences: list[dict]) -> str:
+    """Both summaries as plain text."""
+    head = f"{'configuration':<22} {'runs':>4} {'collapsed':>9} " + " ".join(f"{m:>15}" for m in METRICS)
+    lines = [head + f" {'train s':>8}", "-" * (len(head) + 9)]
+    for r in rows:
+        cells = " ".join(f"{r[f'{m}_mean']:.3f} ± {r[f'{m}_std']:.3f}".rjust(15) for m in METRICS)
+        lines.append(f"{r['config']:<22} {r['runs']:>4} {r['collapsed']:>9} {cells} {r['train_seconds_mean']:>8.1f}")
+    lines += ["", "paired difference against rd: mean [bootstrap 95% interval]"]
+    lines.append(f"{'configuration':<22} {'category':<8} {'pairs':>5} " + " ".join(f"{m:>24}" for m in METRICS))
+    for d in differences:
+        cells = " ".join(f"{d[m]:+.3f} [{d[m + '_ci'][0]:+.3f}, {d[m + '_ci'][1]:+.3f}]".rjust(24) for m in METRICS)
+        lines.append(f"{d['config']:<22} {d['category']:<8} {d['pairs']:>5} {cells}")
+    return "\n".join(lines)
