@@ -126,7 +126,7 @@ class _Sinkhorn:
 # The public code's call: 375 epsilon-annealing steps (diameter 1e7, scaling 0.95).
 _published_sinkhorn = _Sinkhorn(blur=0.05, scaling=0.95, diameter=1e7)
 # Ours: the points lie on the unit sphere, so a diameter of 2 is exact, avoids
-# geomloss' estimate (which fails on identical one-point clouds) and needs ~35
+# geomloss' estimate (which fails on identical one-point clouds) and needs 38
 # annealing steps.
 _PAIRWISE = dict(blur=0.05, scaling=0.9, diameter=2.0)
 _pairwise_sinkhorn = _Sinkhorn(**_PAIRWISE)
@@ -140,10 +140,10 @@ def ssot_loss(
 ) -> Tensor:
     """Self-supervised optimal-transport loss: compact projected normal features.
 
-    L_SSOT = sum_k mean_i S_eps(sigma(P_k E_k(x_i)), sigma(P_k E_k(x_pi(i))))
+    L_SSOT = sum_k mean_i S_eps(mu_k(x_i), mu_k(x_pi(i)))
 
     with S_eps the debiased Sinkhorn divergence (geomloss, p=2, blur 0.05)
-    and sigma the point representation of :func:`ssot_points`.
+    and mu_k(x) the point cloud of :func:`ssot_points` (pooled unit-length pixels of P_k E_k(x)).
 
     ``mode="pairwise"`` (ours, the paper's intent): each sample is its own
     point cloud (:func:`ssot_points`, ``[B, N, C]``, a 3-D batch of B problems)
@@ -183,7 +183,7 @@ def ssot_loss_per_scale(proj_clean: list[Tensor], grid: int = 8, generator: torc
     """The reference form of ``ssot_loss(mode="pairwise")``: one Sinkhorn solve per scale.
 
     Equal to :func:`ssot_loss` (value and gradient, to float rounding) for
-    the same ``generator``, but K solves of ~35 annealing steps instead of
+    the same ``generator``, but K solves of 38 annealing steps instead of
     one: kept for the test and the benchmark that check the stacked solve.
     """
     pairs = derangement_shift(proj_clean[0].shape[0], generator=generator, device=proj_clean[0].device)

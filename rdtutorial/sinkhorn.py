@@ -3,7 +3,7 @@
 The iterations are geomloss' tensorized ones (``SamplesLoss("sinkhorn", p=2,
 debias=True)``): log-domain soft-min updates, averaged symmetric steps,
 epsilon annealing from ``diameter**2`` down to ``blur**2`` by ``scaling**2``,
-and a last extrapolation that alone carries the gradient. Two things differ,
+and a last extrapolation that alone carries the gradient. Three things differ,
 and only in cost:
 
 - the soft-min takes its exponentials in base 2. At small epsilon nearly
