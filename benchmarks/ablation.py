@@ -65,6 +65,16 @@ def run_one(job: dict) -> dict:
     }
 
 
+def machine() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one) and the architecture."""
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.system()
+    return f"{model}, {platform.machine()}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="demo", choices=["demo", "paper"],
@@ -105,7 +115,7 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         result = {"benchmark": "ablation", "command": command, "date": started.strftime("%Y-%m-%d"),
                   "validation": args.validation, "jobs": args.jobs, "threads": args.threads or torch.get_num_threads(),
-                  "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
+                  "machine": machine(),
                   "cpus": len(os.sched_getaffinity(0)), "torch": torch.__version__,
                   "summary": summarise(runs), "paired": paired(runs), "runs": runs}
         args.out.write_text(json.dumps(result, indent=1) + "\n")
