@@ -8,7 +8,7 @@ match the public RD++ code (15.49 M parameters for Wide-ResNet-50-2's 256,
 
 ``residual=True`` is this book's variant (not the paper's): ``P_k(f) = f +
 s_k * g_k(f)`` with ``g_k`` the four blocks above and ``s_k`` a learnable
-per-channel scale that starts at 0 (ReZero, Bachlechner et al. 2020), so
+per-channel scale that starts at 0 (ReZero, Bachlechner et al., UAI 2021), so
 training starts from P_k = identity, i.e. from plain RD, instead of from a
 random map the student must first learn to undo.
 """
