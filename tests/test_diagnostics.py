@@ -9,28 +9,16 @@ import torch
 from PIL import Image
 
 from rdtutorial import ablation
-from rdtutorial.config import PAPER_RDPP, TrainConfig, preset
-from rdtutorial.data import MVTecAD, clean_counterpart, make_demo_dataset
+from rdtutorial.config import PAPER_RDPP, preset
+from rdtutorial.data import MVTecAD, clean_counterpart
 from rdtutorial.diagnostics import box_cosine, mean_sample_cosine, weighted_grad_norms
 from rdtutorial.history import History
 from rdtutorial.models.projection import MultiScaleProjection, Projection
 from rdtutorial.train import train
+from test_train import tiny_config, tiny_root  # noqa: F401  (the same tiny demo set and config)
 
 DIAGNOSTICS = ("grad_kd", "grad_ssot", "grad_recon", "grad_con", "sample_cos", "teacher_sample_cos",
                "box_cos_proj", "box_cos_teacher")
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(root, image_size=64, n_train=8, n_test_good=4, n_test_defect=2, categories=("brick",))
-    return root
-
-
-def tiny_config(root, **changes) -> TrainConfig:
-    base = dict(data_root=str(root), category="brick", image_size=64, batch_size=4, epochs=2,
-                noise_size=(4, 12), progress=False, eval_batch_size=8)
-    return preset("demo", **{**base, **changes})
 
 
 def test_weighted_grad_norms_are_the_norms_of_each_weighted_gradient():
