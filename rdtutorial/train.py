@@ -138,7 +138,7 @@ def training_step(
     terms = {"total": terms.total, "kd": terms.kd, "ssot": terms.ssot, "recon": terms.recon, "con": terms.con}
     if diagnostics is not None:
         if masks is None:  # noise for the measurement only, from its own generator
-            own = torch.Generator(images.device).manual_seed(int(generator.initial_seed()) + 1)
+            own = torch.Generator().manual_seed(int(generator.initial_seed()) + 1)  # on the CPU, like the noise
             with torch.no_grad(), _autocast(cfg):
                 noisy, masks = pseudo(images, generator=own)
                 t_noisy = model.teacher(noisy)
