@@ -11,15 +11,20 @@ path (one stacked solve, fused Adam). Both are timed alternately on the same
 model, so a noisy machine slows both. Lines printed:
 
 - ``train_step``: medians of the step, of L_SSOT forward + backward (on
-  the step's projected features) and of the two optimiser steps, before and
-  after, their shares of the step and the ratios; the parts of the "after"
-  step's forward and backward (a separate instrumented pass);
+  the step's projected features) and of the two optimiser steps (with
+  ``zero_grad``), before and after, their shares of the step and the
+  ratios; the parts of the "after" step's forward and backward (a separate
+  instrumented pass);
+- ``cpu_memory`` (CPU only): the "after" step with and without
+  :func:`rdtutorial.cpu.keep_freed_memory`, in alternating blocks;
 - ``loader``: images/s reading the files every epoch (a DataLoader over the
   dataset, as before) and from the decoded cache, against step images/s;
 - ``schedule``: the paper schedule's wall time on MVTec AD at this size and
   batch, from the measured step and evaluation, and the peak GPU memory.
 
-Speed does not depend on the weights: the Wide-ResNet teacher is random (no
+Everything runs under the trainer's CPU settings
+(:func:`rdtutorial.cpu.fast_cpu`) unless a line says otherwise. Speed does
+not depend on the weights: the Wide-ResNet teacher is random (no
 download); lite0 uses its real ones. The loader reads ``--data-root``
 (default: the demo set under ``$RDT_DATA_DIR``).
 """
@@ -27,16 +32,17 @@ download); lite0 uses its real ones. The loader reads ``--data-root``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
-from contextlib import contextmanager
 from unittest import mock
 
 import torch
 from torch.utils.data import DataLoader
 
 from rdtutorial.config import TrainConfig
+from rdtutorial.cpu import flush_denormals, keep_freed_memory
 from rdtutorial.data import CachedImages, MVTecAD, make_demo_dataset
 from rdtutorial.evaluate import predict_maps
 from rdtutorial.losses import contrast_loss, kd_loss, recon_loss, ssot_loss, ssot_loss_per_scale
@@ -56,7 +62,7 @@ def timer(device: str):
     return now
 
 
-@contextmanager
+@contextlib.contextmanager
 def per_scale_ssot():
     """The trainer with L_SSOT solved scale by scale (the path before the stacked solve)."""
     with mock.patch("rdtutorial.losses.ssot_loss",
@@ -85,6 +91,25 @@ def loader_rates(root: str, category: str, size: int, batch: int, device: str, e
             "cache_build_s": round(build_s, 3), "cached_images_per_s": round(cached, 1)}
 
 
+def memory_blocks(step, optimizers, blocks: int = 2, steps: int = 3) -> dict[str, float]:
+    """Median step and optimiser steps with and without :func:`keep_freed_memory`, in alternating blocks of
+    ``steps`` steps (each block's first step, which sets the memory up, is not counted)."""
+    times: dict[str, list[dict[str, float]]] = {"returned": [], "kept": []}
+    for _ in range(blocks):
+        for name in times:
+            with keep_freed_memory() if name == "kept" else contextlib.nullcontext():
+                for i in range(steps + 1):
+                    t = step(optimizers)
+                    if i:
+                        times[name].append(t)
+    out = {}
+    for name, ts in times.items():
+        for k in ("step", "optimizer_steps"):
+            out[f"{k}_s_memory_{name}"] = round(statistics.median(t[k] for t in ts), 4)
+    out["step_speedup"] = round(out["step_s_memory_returned"] / out["step_s_memory_kept"], 2)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="wide_resnet50_2", choices=["wide_resnet50_2", "efficientnet_lite0"])
@@ -98,7 +123,11 @@ def main() -> None:
     parser.add_argument("--data-root", default=None, help="an MVTec-layout folder for the loader line")
     parser.add_argument("--category", default="brick")
     args = parser.parse_args()
+    with flush_denormals():
+        benchmark(args)
 
+
+def benchmark(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     weights = "imagenet" if args.teacher == "efficientnet_lite0" else None
     box = (max(1, args.size * 10 // 256), max(2, args.size * 31 // 256))
@@ -139,38 +168,39 @@ def main() -> None:
         fn(leaves, generator=gen).backward()
         return now() - t0
 
-    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
-    for i in range(args.warmup + args.repeats):  # before and after alternate: both see the same machine
-        with per_scale_ssot():
-            before = step(plain)
-        before["ssot"] = ssot_forward_backward(ssot_loss_per_scale)
-        after = step(fused)
-        after["ssot"] = ssot_forward_backward(ssot_loss)
-        if i >= args.warmup:
-            runs["before"].append(before)
-            runs["after"].append(after)
+    with keep_freed_memory():  # the trainer's CPU settings (flush_denormals is on for the whole run)
+        runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+        for i in range(args.warmup + args.repeats):  # before and after alternate: both see the same machine
+            with per_scale_ssot():
+                before = step(plain)
+            before["ssot"] = ssot_forward_backward(ssot_loss_per_scale)
+            after = step(fused)
+            after["ssot"] = ssot_forward_backward(ssot_loss)
+            if i >= args.warmup:
+                runs["before"].append(before)
+                runs["after"].append(after)
 
-    parts: dict[str, list[float]] = {}
+        parts: dict[str, list[float]] = {}
 
-    def timed(name, fn, *a):
-        t0 = now()
-        out = fn(*a)
-        parts.setdefault(name, []).append(now() - t0)
-        return out
+        def timed(name, fn, *a):
+            t0 = now()
+            out = fn(*a)
+            parts.setdefault(name, []).append(now() - t0)
+            return out
 
-    b = args.batch
-    for _ in range(args.repeats):
-        noisy, _ = timed("noise", pseudo, images, gen)
-        both = timed("teacher", model.teacher, torch.cat([images, noisy]))
-        proj = timed("projections", model.projections, both)
-        t_clean, t_noisy = [f[:b] for f in both], [f[b:] for f in both]
-        p_clean, p_noisy = [p[:b] for p in proj], [p[b:] for p in proj]
-        student = timed("ocbe_decoder", lambda p: model.decoder(model.bottleneck(p)), p_clean)
-        total = timed("kd", kd_loss, t_clean, student) + timed("recon", recon_loss, p_noisy, p_clean)
-        total = total + timed("con", contrast_loss, t_noisy, p_clean) + timed("ssot", ssot_loss, p_clean)
-        timed("backward", total.backward)
-        for opt in fused:
-            opt.zero_grad(set_to_none=True)
+        b = args.batch
+        for _ in range(args.repeats):
+            noisy, _ = timed("noise", pseudo, images, gen)
+            both = timed("teacher", model.teacher, torch.cat([images, noisy]))
+            proj = timed("projections", model.projections, both)
+            t_clean, t_noisy = [f[:b] for f in both], [f[b:] for f in both]
+            p_clean, p_noisy = [p[:b] for p in proj], [p[b:] for p in proj]
+            student = timed("ocbe_decoder", lambda p: model.decoder(model.bottleneck(p)), p_clean)
+            total = timed("kd", kd_loss, t_clean, student) + timed("recon", recon_loss, p_noisy, p_clean)
+            total = total + timed("con", contrast_loss, t_noisy, p_clean) + timed("ssot", ssot_loss, p_clean)
+            timed("backward", total.backward)
+            for opt in fused:
+                opt.zero_grad(set_to_none=True)
 
     median = {k: statistics.median(v) for k, v in parts.items()}
     result = {"benchmark": "train_step", "teacher": args.teacher,
@@ -186,27 +216,30 @@ def main() -> None:
                          for k in ("step_s", "ssot_forward_backward_s", "optimizer_steps_s")}
     result["parts_median_s"] = {k: round(v, 4) for k, v in median.items()}
     print(json.dumps(result), flush=True)
+    if args.device == "cpu":
+        print(json.dumps({"benchmark": "cpu_memory", **memory_blocks(step, fused)}), flush=True)
 
-    step_s = result["after"]["step_s"]
-    root = args.data_root or str(make_demo_dataset(data_dir() / "demo"))
-    loader = {"benchmark": "loader", **loader_rates(root, args.category, args.size, args.batch, args.device),
-              "step_images_per_s": result["after"]["images_per_s"]}
-    print(json.dumps(loader), flush=True)
+    with keep_freed_memory():
+        step_s = result["after"]["step_s"]
+        root = args.data_root or str(make_demo_dataset(data_dir() / "demo"))
+        loader = {"benchmark": "loader", **loader_rates(root, args.category, args.size, args.batch, args.device),
+                  "step_images_per_s": result["after"]["images_per_s"]}
+        print(json.dumps(loader), flush=True)
 
-    model.eval()
-    evals = []
-    for i in range(args.warmup + args.repeats):
-        t0 = now()
-        predict_maps(model, images)
-        if i >= args.warmup:
-            evals.append((now() - t0) / args.batch)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None
-    est = estimate_schedule(step_s, statistics.median(evals), args.batch, args.device, peak)
-    print(json.dumps({"benchmark": "schedule", "size": args.size, "batch": args.batch, "device": args.device,
-                      "step_s": step_s, "eval_s_per_image": round(est.eval_s_per_image, 4),
-                      "bottle_h": round(est.per_category_s["bottle"] / 3600, 2),
-                      "all_15_categories_h": round(est.total_s / 3600, 2),
-                      "peak_memory_gib": None if peak is None else round(peak, 3)}), flush=True)
+        model.eval()
+        evals = []
+        for i in range(args.warmup + args.repeats):
+            t0 = now()
+            predict_maps(model, images)
+            if i >= args.warmup:
+                evals.append((now() - t0) / args.batch)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None
+        est = estimate_schedule(step_s, statistics.median(evals), args.batch, args.device, peak)
+        print(json.dumps({"benchmark": "schedule", "size": args.size, "batch": args.batch, "device": args.device,
+                          "step_s": step_s, "eval_s_per_image": round(est.eval_s_per_image, 4),
+                          "bottle_h": round(est.per_category_s["bottle"] / 3600, 2),
+                          "all_15_categories_h": round(est.total_s / 3600, 2),
+                          "peak_memory_gib": None if peak is None else round(peak, 3)}), flush=True)
 
 
 if __name__ == "__main__":

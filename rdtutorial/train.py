@@ -29,6 +29,7 @@ from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_
 from .checkpoint import save_checkpoint, trainable_state
 from .compiling import compile_parts, first_step
 from .config import TrainConfig
+from .cpu import fast_cpu, flush_denormals
 from .data import BTAD, CachedImages, MVTecAD
 from .diagnostics import projection_diagnostics
 from .evaluate import Evaluation, evaluate
@@ -165,23 +166,6 @@ def _set_rng_state(state: dict, loader_gen: torch.Generator, noise_gen: torch.Ge
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-@contextlib.contextmanager
-def flush_denormals():
-    """Flush subnormal floats to zero on the CPU inside the block (then back to torch's default, off).
-
-    Adam's second moments of near-zero gradients (the pre-InstanceNorm conv
-    biases, a residual projection that starts at 0) fall into the subnormal
-    range, where CPU arithmetic is up to ~100x slower: an RD++ demo epoch
-    took 38 s instead of 1.9 s. Values below ~1e-38 become 0, far below
-    anything that changes a step.
-    """
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-
-
 def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> tuple[nn.Module, History]:
     """Train ``cfg.method`` on ``cfg.category``; evaluate at the end. Returns ``(model, history)``.
 
@@ -192,10 +176,10 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
     ``out_dir`` set, the history (``history.json``), the final metrics
     (``metrics.json``) and, every ``checkpoint_every`` epochs and at the end,
     ``checkpoint.pt`` are written there; ``resume=True`` continues from it,
-    bit-identically on a CPU. Subnormal floats are flushed to zero while it
-    runs (:func:`flush_denormals`).
+    bit-identically on a CPU. It runs under :func:`rdtutorial.cpu.fast_cpu`
+    (subnormal floats flushed to zero, freed memory kept for the next step).
     """
-    with flush_denormals():
+    with fast_cpu():
         return _train(cfg, datasets)
 
 
