@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import PAPER_EPOCHS, TrainConfig
+from .cpu import fast_cpu
 from .evaluate import predict_maps
 from .models import RDPlusPlus, ReverseDistillation, build_teacher
 from .noise import PseudoAnomaly
@@ -87,12 +88,22 @@ def measure_schedule(cfg: TrainConfig, repeats: int = 3, warmup: int = 2) -> Sch
 
     The step is the trainer's (pseudo-anomalies, forward, backward, both
     optimiser steps), with ``cfg``'s batch size, image size, ``amp`` and
-    ``channels_last``; the median of ``repeats`` after ``warmup``. Speed does
-    not depend on the weights, so the teacher is randomly initialised.
+    ``channels_last``, ``projection`` and CPU settings
+    (:func:`rdtutorial.cpu.fast_cpu`); the median of ``repeats`` after
+    ``warmup``. Speed does not depend on the weights, so the teacher is
+    randomly initialised.
     """
+    with fast_cpu():
+        return _measure(cfg, repeats, warmup)
+
+
+def _measure(cfg: TrainConfig, repeats: int, warmup: int) -> ScheduleEstimate:
     device = cfg.device
     teacher = build_teacher(cfg.teacher, weights=None)
-    model = (RDPlusPlus(teacher) if cfg.method == "rdpp" else ReverseDistillation(teacher)).to(device)
+    if cfg.method == "rdpp":
+        model = RDPlusPlus(teacher, residual_projection=cfg.projection == "residual").to(device)
+    else:
+        model = ReverseDistillation(teacher).to(device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizers = build_optimizers(model, cfg)
