@@ -11,9 +11,9 @@ path (one stacked solve, fused Adam). Both are timed alternately on the same
 model, so a noisy machine slows both. Lines printed:
 
 - ``train_step``: medians of the step, of L_SSOT forward + backward (on
-  the step's projected features) and of the two optimiser steps (with
-  ``zero_grad``), before and after, their shares of the step and the
-  ratios; the parts of the "after" step's forward and backward (a separate
+  the step's projected features, 5 calls after each step) and of the two
+  optimiser steps (with ``zero_grad``), before and after, their shares of
+  the step and the ratios; the parts of the "after" step's forward and backward (a separate
   instrumented pass);
 - ``cpu_memory`` (CPU only): the "after" step with and without
   :func:`rdtutorial.cpu.keep_freed_memory`, in alternating blocks;
@@ -162,11 +162,15 @@ def benchmark(args: argparse.Namespace) -> None:
     with torch.no_grad():
         p_fixed = [p.float() for p in model.projections(model.teacher(images))]
 
-    def ssot_forward_backward(fn) -> float:
-        leaves = [p.clone().requires_grad_() for p in p_fixed]
-        t0 = now()
-        fn(leaves, generator=gen).backward()
-        return now() - t0
+    def ssot_forward_backward(fn, calls: int = 5) -> float:
+        """Median of ``calls`` timings: one call lasts milliseconds, so a single one is at the scheduler's mercy."""
+        times = []
+        for _ in range(calls):
+            leaves = [p.clone().requires_grad_() for p in p_fixed]
+            t0 = now()
+            fn(leaves, generator=gen).backward()
+            times.append(now() - t0)
+        return statistics.median(times)
 
     with keep_freed_memory():  # the trainer's CPU settings (flush_denormals is on for the whole run)
         runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
