@@ -54,7 +54,7 @@ def keep_freed_memory():
     (about 400 MB of gradients alone for the Wide-ResNet-50-2 student).
     glibc hands large freed blocks back to the kernel, so each step pays
     for ``munmap`` and then for zero-filled page faults on the same
-    memory: ``zero_grad`` took 20-26 ms of a 1.2 s step. This is what the
+    memory: ``zero_grad`` alone took 18-26 ms of a 1.2 s step. This is what the
     PyTorch tuning guide fixes by preloading jemalloc or tcmalloc; here
     ``mallopt(3)`` sets glibc's thresholds instead (blocks up to 32 MiB
     come from the heap, the heap is not trimmed below 2 GiB of free
