@@ -214,7 +214,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     checkpoints = _find_checkpoints(path, args.category)
     out_dir = check_writable(Path(args.out_dir) if args.out_dir else
                              (path if path.is_dir() else path.parent) / "evaluation")
-    results, cfg = {}, None
+    results, previous, cfg = {}, None, None
     for ckpt in checkpoints:
         model, cfg = load_trained(ckpt, device)
         if args.category and cfg.category not in args.category:
@@ -222,6 +222,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if cfg.category in results:
             raise ValueError(f"two checkpoints under {path} are for category {cfg.category!r}; evaluate them one by one")
         cfg = cfg.replace(data_root=args.data_root or cfg.data_root)
+        if previous is None:  # categories evaluated into this folder before, checked before any evaluation
+            previous = previous_results(out_dir, "evaluate", _shared_settings(cfg))
         test_set = _dataset(cfg, "test")
         check_test_set(test_set)
         result = evaluate(model, test_set, args.batch_size or cfg.eval_batch_size, device,
@@ -235,6 +237,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     missing = sorted(set(args.category or []) - set(results))
     if missing:
         raise ValueError(f"no checkpoint for categories {missing} under {path}")
+    results = {**(previous or {}), **results}  # a category evaluated again replaces its old row
     _write_summary(out_dir, results, cfg, "evaluate")
     print(metrics_table(results))
     print(f"summary: {out_dir / 'summary.json'}")

@@ -354,6 +354,17 @@ def test_evaluate_one_category_ignores_a_broken_checkpoint_of_another(run, capsy
     assert list(json.loads((run / "evaluation" / "summary.json").read_text())["categories"]) == ["brick"]
 
 
+def test_evaluating_categories_one_by_one_keeps_each_in_the_summary(run, data, capsys):
+    assert main(["train", "--data-root", str(data), "--category", "grass", "--epochs", "2", "--out-dir", str(run),
+                 *TINY]) == 0
+    for category in ("brick", "grass", "brick"):
+        assert main(["evaluate", str(run), "--category", category, "--no-progress"]) == 0
+    summary = json.loads((run / "evaluation" / "summary.json").read_text())
+    assert sorted(summary["categories"]) == ["brick", "grass"]
+    assert summary["mean"]["image_auroc"] == pytest.approx(
+        np.mean([summary["categories"][c]["image_auroc"] for c in ("brick", "grass")]))
+
+
 @pytest.mark.parametrize("argv, named", [
     (["train", "--epochs", "ten"], "argument --epochs: must be a positive integer (1, 2, ...), got 'ten'"),
     (["train", "--num-workers", "-1"], "argument --num-workers: must be a whole number (0, 1, 2, ...), got '-1'"),
