@@ -23,21 +23,32 @@ _KEEP = {_M_MMAP_THRESHOLD: 32 << 20, _M_TRIM_THRESHOLD: 2**31 - 1, _M_TOP_PAD: 
 _SETTLED = {_M_MMAP_THRESHOLD: 32 << 20, _M_TRIM_THRESHOLD: 64 << 20, _M_TOP_PAD: 128 << 10}
 
 
+_depth = {"flush": 0, "memory": 0}  # blocks entered and not left: only the outermost sets and restores
+
+
 @contextlib.contextmanager
-def flush_denormals():
+def _outermost(name: str, enter, leave):
+    if _depth[name] == 0:
+        enter()
+    _depth[name] += 1
+    try:
+        yield
+    finally:
+        _depth[name] -= 1
+        if _depth[name] == 0:
+            leave()
+
+
+def flush_denormals() -> contextlib.AbstractContextManager:
     """Flush subnormal floats to zero on the CPU inside the block (then back to torch's default, off).
 
     Adam's second moments of near-zero gradients (the pre-InstanceNorm conv
     biases, a residual projection that starts at 0) fall into the subnormal
     range, where CPU arithmetic is up to ~100x slower: an RD++ demo epoch
     took 38 s instead of 1.9 s. Values below ~1e-38 become 0, far below
-    anything that changes a step.
+    anything that changes a step. Blocks may nest (``train`` inside one).
     """
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
+    return _outermost("flush", lambda: torch.set_flush_denormal(True), lambda: torch.set_flush_denormal(False))
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -46,8 +57,7 @@ def _glibc() -> ctypes.CDLL | None:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
-@contextlib.contextmanager
-def keep_freed_memory():
+def keep_freed_memory() -> contextlib.AbstractContextManager:
     """Keep the memory a training step frees for the next step (glibc, i.e. Linux; elsewhere a no-op).
 
     Every step allocates and frees the same activations and gradients
@@ -60,20 +70,23 @@ def keep_freed_memory():
     come from the heap, the heap is not trimmed below 2 GiB of free
     memory, it grows 1 GiB at a time). On exit the thresholds go back to
     where glibc's own adjustment settles, and ``malloc_trim`` returns the
-    kept memory. The settings are process-wide while the block runs.
+    kept memory. The settings are process-wide while the block runs; blocks
+    may nest.
     """
     libc = _glibc()
     if libc is None:
-        yield
-        return
-    for param, value in _KEEP.items():
-        libc.mallopt(param, value)
-    try:
-        yield
-    finally:
+        return contextlib.nullcontext()
+
+    def keep() -> None:
+        for param, value in _KEEP.items():
+            libc.mallopt(param, value)
+
+    def release() -> None:
         for param, value in _SETTLED.items():
             libc.mallopt(param, value)
         libc.malloc_trim(0)
+
+    return _outermost("memory", keep, release)
 
 
 @contextlib.contextmanager

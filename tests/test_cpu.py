@@ -47,6 +47,25 @@ def test_freed_memory_is_reused_without_page_faults_and_returned_afterwards():
     assert kept - returned > 0.5 * BLOCKS * MIB, f"resident {kept:.0f} MiB inside, {returned:.0f} MiB after"
 
 
+def test_nested_blocks_keep_the_settings_until_the_outermost_ends():
+    tiny = torch.tensor([1e-39])
+    with flush_denormals():
+        with fast_cpu():  # train inside a notebook's block
+            pass
+        assert float(tiny * 1.0) == 0
+    assert float(tiny * 1.0) > 0
+
+
+@glibc
+def test_nested_memory_blocks_keep_memory_until_the_outermost_ends():
+    pages = BLOCKS * (MIB << 20) // resource.getpagesize()
+    with keep_freed_memory():
+        with keep_freed_memory():
+            allocate()
+        faults = min(page_faults_of_a_second_round() for _ in range(3))
+    assert faults < 0.05 * pages, f"{faults} page faults for {pages} pages written again"
+
+
 def test_training_under_the_cpu_settings_gives_the_same_weights():
     def trained() -> torch.Tensor:
         torch.manual_seed(0)
