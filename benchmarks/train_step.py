@@ -13,8 +13,8 @@ model, so a noisy machine slows both. Lines printed:
 - ``train_step``: medians of the step, of L_SSOT forward + backward (on
   the step's projected features, 5 calls after each step) and of the two
   optimiser steps (with ``zero_grad``), before and after, their shares of
-  the step and the ratios; the parts of the "after" step's forward and backward (a separate
-  instrumented pass);
+  the step and the ratios; the parts of the "after" step's forward and
+  backward (a separate instrumented pass);
 - ``cpu_memory`` (CPU only): the "after" step with and without
   :func:`rdtutorial.cpu.keep_freed_memory`, in alternating blocks;
 - ``loader``: images/s reading the files every epoch (a DataLoader over the
