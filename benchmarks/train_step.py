@@ -46,11 +46,10 @@ from rdtutorial.cpu import flush_denormals, keep_freed_memory
 from rdtutorial.data import CachedImages, MVTecAD, make_demo_dataset
 from rdtutorial.evaluate import predict_maps
 from rdtutorial.losses import contrast_loss, kd_loss, recon_loss, ssot_loss, ssot_loss_per_scale
-from rdtutorial.models import RDPlusPlus, build_teacher
 from rdtutorial.noise import PseudoAnomaly
 from rdtutorial.profiles import data_dir
 from rdtutorial.schedule import estimate_schedule
-from rdtutorial.train import build_optimizers, training_step
+from rdtutorial.train import build_model, build_optimizers, training_step
 
 
 def timer(device: str):
@@ -131,10 +130,11 @@ def benchmark(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     weights = "imagenet" if args.teacher == "efficientnet_lite0" else None
     box = (max(1, args.size * 10 // 256), max(2, args.size * 31 // 256))
-    cfg = TrainConfig(teacher=args.teacher, image_size=args.size, batch_size=args.batch, device=args.device,
-                      amp=args.amp, channels_last=args.channels_last, noise_size=box, progress=False)
+    cfg = TrainConfig(method="rdpp", teacher=args.teacher, teacher_weights=weights, image_size=args.size,
+                      batch_size=args.batch, device=args.device, amp=args.amp, channels_last=args.channels_last,
+                      noise_size=box, progress=False)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = RDPlusPlus(build_teacher(args.teacher, weights=weights)).to(args.device, memory_format=memory_format)
+    model = build_model(cfg).to(memory_format=memory_format)
     fused = build_optimizers(model, cfg)
     groups = [[p for g in opt.param_groups for p in g["params"]] for opt in fused]
     plain = [torch.optim.Adam(ps, lr=o.defaults["lr"], betas=cfg.betas) for ps, o in zip(groups, fused)]

@@ -20,9 +20,8 @@ import torch
 from .config import PAPER_EPOCHS, TrainConfig
 from .cpu import fast_cpu
 from .evaluate import predict_maps
-from .models import RDPlusPlus, ReverseDistillation, build_teacher
 from .noise import PseudoAnomaly
-from .train import build_optimizers, training_step
+from .train import build_model, build_optimizers, training_step
 
 # Images per MVTec AD category (train/good, and the whole test split).
 MVTEC_TRAIN_IMAGES = {
@@ -99,11 +98,7 @@ def measure_schedule(cfg: TrainConfig, repeats: int = 3, warmup: int = 2) -> Sch
 
 def _measure(cfg: TrainConfig, repeats: int, warmup: int) -> ScheduleEstimate:
     device = cfg.device
-    teacher = build_teacher(cfg.teacher, weights=None)
-    if cfg.method == "rdpp":
-        model = RDPlusPlus(teacher, residual_projection=cfg.projection == "residual").to(device)
-    else:
-        model = ReverseDistillation(teacher).to(device)
+    model = build_model(cfg.replace(teacher_weights=None))  # the trainer's model; speed needs no weights
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizers = build_optimizers(model, cfg)

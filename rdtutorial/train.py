@@ -29,7 +29,7 @@ from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_
 from .checkpoint import save_checkpoint, trainable_state
 from .compiling import compile_parts, first_step
 from .config import TrainConfig
-from .cpu import fast_cpu, flush_denormals
+from .cpu import fast_cpu
 from .data import BTAD, CachedImages, MVTecAD
 from .diagnostics import projection_diagnostics
 from .evaluate import Evaluation, evaluate
@@ -297,4 +297,4 @@ def load_trained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Trai
 
 
 __all__ = ["Evaluation", "NonFiniteLossError", "build_datasets", "build_model", "build_optimizers",
-           "flush_denormals", "load_trained", "train", "training_step"]
+           "load_trained", "train", "training_step"]
