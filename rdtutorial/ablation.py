@@ -3,8 +3,9 @@
 ``CONFIGS`` names the overrides of the ``demo`` profile that each compared
 configuration applies (``rd``: no projections, L_KD; ``kd``: the paper's
 projections, L_KD only; ``rdpp-paper``: the paper's projections, weights and
-margin; ``rdpp``: the ``demo`` profile's RD++; and the single changes used to
-choose it). A run is a dict with ``config``, ``category``, ``seed`` and the
+margin; ``rdpp``: the ``demo`` profile's RD++; the single changes used to
+choose it; and the paper's RD++ with one term removed, ``-ssot``, ``-recon``,
+``-con``, or with L_SSOT as published, ``+published-ssot``). A run is a dict with ``config``, ``category``, ``seed`` and the
 three metrics of its last epoch; the same (category, seed) of two
 configurations is one paired sample. Used by ``benchmarks/ablation.py`` and
 chapter 9.
@@ -29,6 +30,11 @@ CONFIGS = {
     "kd+residual": dict(method="rdpp", projection="residual", w_ssot=0.0, w_recon=0.0, w_con=0.0),
     "rdpp-paper+residual+recon1": dict(method="rdpp", **{**PAPER_RDPP, "projection": "residual", "w_recon": 1.0}),
     "rdpp-paper+residual+recon10": dict(method="rdpp", **{**PAPER_RDPP, "projection": "residual", "w_recon": 10.0}),
+    # one term of the paper's RD++ removed (or L_SSOT as published), paired against rdpp-paper
+    "rdpp-paper-ssot": dict(method="rdpp", **{**PAPER_RDPP, "w_ssot": 0.0}),
+    "rdpp-paper-recon": dict(method="rdpp", **{**PAPER_RDPP, "w_recon": 0.0}),
+    "rdpp-paper-con": dict(method="rdpp", **{**PAPER_RDPP, "w_con": 0.0}),
+    "rdpp-paper+published-ssot": dict(method="rdpp", **{**PAPER_RDPP, "ssot_mode": "published"}),
 }
 BOOTSTRAP_RESAMPLES = 10_000
 COLLAPSED_BELOW = 0.5  # pixel AUROC under chance: maps higher on normal pixels than on defects

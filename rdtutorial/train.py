@@ -44,14 +44,19 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is left untouched."""
 
 
-def build_model(cfg: TrainConfig) -> nn.Module:
-    """The model of ``cfg.method`` on ``cfg.teacher``, initialised from the category seed."""
-    torch.manual_seed(cfg.category_seed())
-    teacher = build_teacher(cfg.teacher, weights=cfg.teacher_weights)
-    if cfg.method == "rdpp":
-        model = RDPlusPlus(teacher, residual_projection=cfg.projection == "residual")
-    else:
-        model = ReverseDistillation(teacher)
+def build_model(cfg: TrainConfig, seed: int | None = None) -> nn.Module:
+    """The model of ``cfg.method`` on ``cfg.teacher``, initialised from ``seed`` (default: the category seed).
+
+    The initial weights are drawn from a forked copy of torch's global
+    generator, so building a model leaves the caller's random stream as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.category_seed() if seed is None else seed)
+        teacher = build_teacher(cfg.teacher, weights=cfg.teacher_weights)
+        if cfg.method == "rdpp":
+            model = RDPlusPlus(teacher, residual_projection=cfg.projection == "residual")
+        else:
+            model = ReverseDistillation(teacher)
     return model.to(cfg.device)
 
 

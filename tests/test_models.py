@@ -1,5 +1,7 @@
 """Shapes, parameter counts, frozen teachers and the real lite0 ImageNet weights."""
 
+import copy
+
 import pytest
 import skimage.data
 import timm
@@ -30,6 +32,67 @@ def test_wrn50_parameter_counts_match_public_code(wrn_model):
     assert count(wrn_model.projections) == 15_486_912
     assert count(wrn_model.bottleneck) == 58_885_120
     assert count(wrn_model.decoder) == 24_917_504
+
+
+def _public_rule_violations(model: torch.nn.Module) -> list[str]:
+    """Layers of ``model`` whose initial weights break the public code's rule (empty: all follow it).
+
+    OCBE and decoder: Conv2d ~ N(0, 2 / fan_out) (kaiming normal, fan out,
+    ReLU), BatchNorm weight 1 and bias 0, ConvTranspose2d PyTorch's default
+    U(-b, b) with b = 1 / sqrt(fan_in); projections: PyTorch's default Conv2d.
+    """
+    bad = []
+    model = copy.deepcopy(model).requires_grad_(False)
+
+    def default_uniform(name, weight, bias=None):
+        fan_in = weight[0].numel()  # torch's fan_in: weight.shape[1] x kernel, also for a transposed conv
+        bound = 1 / fan_in**0.5
+        std = float(weight.std())
+        if weight.abs().max() > bound or abs(std - bound / 3**0.5) > 0.1 * bound / 3**0.5:
+            bad.append(f"{name}: not U(-{bound:.3g}, {bound:.3g}) (std {std:.3g})")
+        if bias is not None and bias.abs().max() > bound:
+            bad.append(f"{name}.bias beyond {bound:.3g}")
+
+    for part in ("bottleneck", "decoder"):
+        for name, m in getattr(model, part).named_modules(prefix=part):
+            if isinstance(m, torch.nn.Conv2d):
+                fan_out = m.weight.shape[0] * m.weight[0, 0].numel()
+                want, std = (2 / fan_out) ** 0.5, float(m.weight.std())
+                n = m.weight.numel()
+                tol = max(0.05, 5 / (2 * n) ** 0.5)  # 5 standard errors of a sample std, at least 5%
+                kurtosis = float((m.weight / m.weight.std()).pow(4).mean())  # 3 for a normal, 1.8 for a uniform
+                if (abs(std - want) > tol * want or abs(float(m.weight.mean())) > 5 * want / n**0.5
+                        or (n >= 5000 and kurtosis < 2.5)):
+                    bad.append(f"{name}: std {std:.3g} (kaiming fan-out {want:.3g}), kurtosis {kurtosis:.2f}")
+            elif isinstance(m, torch.nn.ConvTranspose2d):
+                default_uniform(name, m.weight)
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                if not (torch.equal(m.weight, torch.ones_like(m.weight))
+                        and torch.equal(m.bias, torch.zeros_like(m.bias))):
+                    bad.append(f"{name}: BatchNorm not (1, 0)")
+    for name, m in getattr(model, "projections", torch.nn.Module()).named_modules(prefix="projections"):
+        if isinstance(m, torch.nn.Conv2d):
+            default_uniform(name, m.weight, m.bias)
+    return bad
+
+
+@pytest.mark.parametrize("teacher", ["wide_resnet50_2", "efficientnet_lite0"])
+@pytest.mark.parametrize("cls", [ReverseDistillation, RDPlusPlus])
+def test_initialisation_follows_the_public_code(teacher, cls):
+    torch.manual_seed(0)
+    model = cls(build_teacher(teacher, weights=None))
+    kinds = {type(m).__name__ for part in (model.bottleneck, model.decoder) for m in part.modules()}
+    assert {"Conv2d", "ConvTranspose2d", "BatchNorm2d"} <= kinds
+    assert _public_rule_violations(model) == []
+
+
+def test_the_initialisation_check_fails_on_pytorch_defaults():
+    torch.manual_seed(0)
+    model = RDPlusPlus(build_teacher("efficientnet_lite0", weights=None))
+    for m in model.bottleneck.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.reset_parameters()  # back to PyTorch's kaiming-uniform default
+    assert any(v.startswith("bottleneck.fuse1") for v in _public_rule_violations(model))
 
 
 def test_wrn50_shapes(wrn_model):

@@ -13,7 +13,7 @@ import torch
 from rdtutorial.checkpoint import load_checkpoint
 from rdtutorial.config import PAPER_EPOCHS, TrainConfig, preset
 from rdtutorial.data import make_demo_dataset
-from rdtutorial.train import NonFiniteLossError, load_trained, train
+from rdtutorial.train import NonFiniteLossError, build_model, load_trained, train
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +163,16 @@ def test_cuda_request_without_gpu_fails_clearly(tiny_root):
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
         train(tiny_config(tiny_root, device="cuda"))
+
+
+def test_build_model_leaves_the_global_random_stream_alone(tiny_root):
+    cfg = tiny_config(tiny_root, teacher_weights=None)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = build_model(cfg)
+    assert torch.equal(torch.rand(3), expected)  # the caller's stream goes on as if no model were built
+    again, other = build_model(cfg), build_model(cfg, seed=cfg.category_seed() + 1)
+    weight = "decoder.stages.0.0.conv1.weight"
+    assert torch.equal(first.state_dict()[weight], again.state_dict()[weight])
+    assert not torch.equal(first.state_dict()[weight], other.state_dict()[weight])

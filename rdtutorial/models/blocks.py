@@ -6,11 +6,29 @@
 shortcut a ConvTranspose2d too: the decoder's "reverse" block of RD4AD.
 Widths are explicit so the same block serves teachers of any width; for
 Wide-ResNet-50-2, ``width = 2 * planes`` and ``c_out = 4 * planes``.
+
+:func:`init_public` is the public code's initialisation of OCBE and decoder.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
+
+
+def init_public(module: nn.Module) -> None:
+    """Initialise ``module`` as the public RD4AD / RD++ code does its OCBE and decoder.
+
+    Every ``nn.Conv2d``: ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``,
+    i.e. N(0, 2 / (C_out * k * k)); every BatchNorm: weight 1, bias 0. The
+    ``ConvTranspose2d`` layers keep PyTorch's default (they are not
+    ``nn.Conv2d``, as in the public code, whose loop tests ``isinstance``).
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
 
 
 class Bottleneck(nn.Module):

@@ -12,7 +12,7 @@ For Wide-ResNet-50-2 (256, 512, 1024 channels):
 
 58.89 M parameters, as in the public code without its unused conv4/bn4.
 For a teacher with channels (c1, c2, c3) the widths become c2, c3, 3*c3 ->
-width c3 -> 2*c3.
+width c3 -> 2*c3. Initialised as in the public code (:func:`~.blocks.init_public`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .blocks import Bottleneck
+from .blocks import Bottleneck, init_public
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
@@ -43,6 +43,7 @@ class OCBE(nn.Module):
         blocks += [Bottleneck(2 * c3, c3, 2 * c3) for _ in range(num_blocks - 1)]
         self.embed = nn.Sequential(*blocks)
         self.out_channels = 2 * c3
+        init_public(self)
 
     def forward(self, feats: list[Tensor]) -> Tensor:
         f1, f2, f3 = feats

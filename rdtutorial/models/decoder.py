@@ -9,14 +9,15 @@ For Wide-ResNet-50-2 the stages have 3, 4, 6 blocks and output 1024x16x16,
 A Wide-ResNet teacher's maps end in a ReLU, so the student's do too. A
 teacher with signed maps (EfficientNet) gets linear output heads: the last
 block of each stage skips its final ReLU, else the student could never match
-negative values.
+negative values. Initialised as in the public code
+(:func:`~.blocks.init_public`: kaiming-normal Conv2d, default ConvTranspose2d).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .blocks import Bottleneck
+from .blocks import Bottleneck, init_public
 
 
 class Decoder(nn.Module):
@@ -36,6 +37,7 @@ class Decoder(nn.Module):
             stages.append(nn.Sequential(*blocks))
             c_in = c_out
         self.stages = nn.ModuleList(stages)
+        init_public(self)
 
     def forward(self, z: Tensor) -> list[Tensor]:
         outs = []
