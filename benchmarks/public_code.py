@@ -1,3 +1,30 @@
+# Transcribed from ``compute_pro`` of the public code: first published in RD4AD
+# (https://github.com/hq-deng/RD4AD, test.py), whose repository states no licence
+# (none found: its licence is unknown), and carried unchanged into RD++
+# (https://github.com/tientrandinh/Revisiting-Reverse-Distillation, utils/utils_test.py),
+# whose licence follows. This file is a benchmark reference, not part of the package.
+#
+# MIT License
+# Copyright (c) 2023 Tran Dinh Tien
+#
+# Permission is hereby granted, free of charge, to any person obtaining a copy
+# of this software and associated documentation files (the "Software"), to deal
+# in the Software without restriction, including without limitation the rights
+# to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+# copies of the Software, and to permit persons to whom the Software is
+# furnished to do so, subject to the following conditions:
+#
+# The above copyright notice and this permission notice shall be included in all
+# copies or substantial portions of the Software.
+#
+# THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+# IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+# FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+# AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+# LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+# OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+# SOFTWARE.
+
 """The RD4AD/RD++ code's per-image AUPRO, transcribed as published (pandas rows replaced by lists).
 
 The reference that ``rdtutorial.metrics.aupro_per_image`` must reproduce

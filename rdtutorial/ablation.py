@@ -5,8 +5,8 @@ configuration applies (``rd``: no projections, L_KD; ``kd``: the paper's
 projections, L_KD only; ``rdpp-paper``: the paper's projections, weights and
 margin; ``rdpp``: the ``demo`` profile's RD++; the single changes used to
 choose it; and the paper's RD++ with one term removed, ``-ssot``, ``-recon``,
-``-con``, or with L_SSOT as published, ``+published-ssot``). A run is a dict with ``config``, ``category``, ``seed`` and the
-three metrics of its last epoch; the same (category, seed) of two
+``-con``, or with L_SSOT as published, ``+published-ssot``). A run is a dict
+with ``config``, ``category``, ``seed`` and the three metrics of its last epoch; the same (category, seed) of two
 configurations is one paired sample. Used by ``benchmarks/ablation.py`` and
 chapter 9.
 """
@@ -19,8 +19,8 @@ import numpy as np
 from scipy.stats import bootstrap
 
 from .config import PAPER_RDPP
+from .metrics import METRICS
 
-METRICS = ("image_auroc", "pixel_auroc", "aupro")
 CONFIGS = {
     "rd": dict(method="rd"),
     "kd": dict(method="rdpp", projection="paper", w_ssot=0.0, w_recon=0.0, w_con=0.0),

@@ -13,23 +13,18 @@ reads it, raises :class:`CheckpointError` naming the file.
 from __future__ import annotations
 
 import os
-import pickle
-import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .config import resumable_fields
+from .errors import CheckpointError
+from .safe_load import read_torch_file
+
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_KEYS = ("epoch", "model", "optimizers", "rng", "history", "config")
-# Settings a resumed run may change: where and how fast it runs, how often it evaluates or saves, how long.
-RESUMABLE_CHANGES = ("device", "progress", "resume", "out_dir", "data_root", "num_workers", "checkpoint_every",
-                     "eval_every", "eval_batch_size", "epochs", "diagnostics")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, not ours, or does not fit the run that reads it."""
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -49,29 +44,6 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], sourc
     if missing or result.unexpected_keys:
         raise CheckpointError(f"{source} does not fit the model: missing {missing[:5]}, unexpected "
                               f"{result.unexpected_keys[:5]}; it was trained with another method or teacher")
-
-
-def read_torch_file(path: str | os.PathLike, what: str, map_location: str | torch.device = "cpu") -> object:
-    """``torch.load(path, weights_only=True)``; any failure is a CheckpointError naming ``what``.
-
-    Torch's own advice to retry with ``weights_only=False`` is never passed on:
-    that would run whatever code the file holds.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{what} {path} is empty (0 bytes); it was cut short: copy or write it again")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pickle-protocol notes
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{what} {path} is not a file of tensors and plain values: it is damaged, or holds "
-                              "Python objects, which are never loaded (that could run code)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{what} {path} cannot be read ({first}); it is damaged or cut short") from None
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
@@ -136,11 +108,11 @@ def resume_state(cfg) -> dict | None:
 def check_resumable(state: dict, config: dict, path: str | os.PathLike) -> None:
     """Refuse to resume from ``state`` when its run differs from ``config`` (a dict of TrainConfig fields).
 
-    Only the settings in :data:`RESUMABLE_CHANGES` may differ, and ``epochs``
-    may not fall below the checkpoint's epoch.
+    Only the settings that :func:`rdtutorial.config.resumable_fields` names may
+    differ, and ``epochs`` may not fall below the checkpoint's epoch.
     """
-    saved = state["config"]
-    changed = [k for k in config if k in saved and k not in RESUMABLE_CHANGES and _plain(saved[k]) != _plain(config[k])]
+    saved, resumable = state["config"], resumable_fields()
+    changed = [k for k in config if k in saved and k not in resumable and _plain(saved[k]) != _plain(config[k])]
     if changed:
         diffs = ", ".join(f"{k} {saved[k]!r} -> {config[k]!r}" for k in changed)
         raise CheckpointError(f"cannot resume from {path}: it was trained with other settings ({diffs}); "
@@ -152,3 +124,20 @@ def check_resumable(state: dict, config: dict, path: str | os.PathLike) -> None:
 
 def _plain(value):
     return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def find_checkpoints(path: str | os.PathLike, categories: list[str] | None = None) -> list[Path]:
+    """``path`` itself, ``path/checkpoint.pt``, or ``path/*/checkpoint.pt`` (one per category of a run folder;
+    with ``categories``, only those category folders, so that other categories' files are never read)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"no checkpoint or run folder at {path}")
+    if (path / CHECKPOINT_NAME).is_file():
+        return [path / CHECKPOINT_NAME]
+    found = sorted(p for p in path.glob(f"*/{CHECKPOINT_NAME}") if not categories or p.parent.name in categories)
+    if not found:
+        raise FileNotFoundError(f"no {CHECKPOINT_NAME} in {path} or in its subfolders"
+                                + (f" for categories {categories}" if categories else ""))
+    return found

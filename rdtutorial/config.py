@@ -4,27 +4,37 @@
 EfficientNet-Lite0 teacher on a CPU in minutes; ``preset("paper")`` is the
 RD++ paper's setting (Wide-ResNet-50-2, 256 px, batch 16, the public code's
 epochs per MVTec AD category, a CUDA GPU). Every field is validated, and a
-bad value is reported by name.
+bad value is reported by name (:class:`~rdtutorial.errors.ConfigError`).
+
+:class:`TrainConfig` is the single source of every setting: each field's
+metadata (:func:`setting`) holds its help text, its allowed values, and its
+role, from which the command line's options, the settings ``summary.json``
+records (:func:`shared_settings`), the settings a resumed run may change
+(:func:`resumable_fields`) and what :func:`rdtutorial.train.load_trained`
+resets (:func:`runtime_fields`) are derived. Plain Python: importing it loads
+no model code.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import zlib
 from dataclasses import dataclass
 
-from .losses import SSOT_MODES
-from .models import TEACHERS
+from .choices import PAPER_MARGIN, PAPER_W_CON, PAPER_W_RECON, PAPER_W_SSOT, SSOT_MODES, TEACHERS
+from .errors import ConfigError
 
 METHODS = ("rd", "rdpp")
 PROJECTIONS = ("paper", "residual")
 DATASETS = ("mvtec", "btad")
 PROFILES = ("demo", "paper")
+DEVICE_NAME = re.compile(r"cpu|mps|cuda(:\d+)?")  # what a device may be called (rdtutorial.device checks it is here)
 
 # The RD++ paper's own settings of what the demo profile may change (see preset).
-PAPER_RDPP = dict(projection="paper", w_ssot=0.2 / 1.11, w_recon=0.2 * 0.01 / 1.11, w_con=0.2 * 0.1 / 1.11,
-                  margin=0.5)
+PAPER_RDPP = dict(projection="paper", w_ssot=PAPER_W_SSOT, w_recon=PAPER_W_RECON, w_con=PAPER_W_CON,
+                  margin=PAPER_MARGIN)
 
 # What the demo profile's RD++ changes from the paper's: projections that start at the
 # identity. Chosen on the validation demo set (benchmarks/results/selection_demo_validation.json:
@@ -39,66 +49,98 @@ PAPER_EPOCHS = {
     "transistor": 300, "zipper": 300,
 }
 
+# What a numeric field's ``check`` metadata allows (validate() and the command line's argument types).
+CHECKS = {
+    "positive": "must be a positive integer",
+    "count": "must be a non-negative integer",
+    "rate": "must be a finite number > 0",
+    "weight": "must be a finite number >= 0",
+    "finite": "must be a finite number",
+}
+
+
+def setting(default, help: str, *, choices: tuple | None = None, check: str | None = None, shared: bool = True,
+            resumable: bool = False, runtime: bool = False, metavar: tuple[str, ...] | None = None,
+            paper: str | None = None):
+    """A :class:`TrainConfig` field with its metadata.
+
+    ``help``: what it does (the command line's help; the default is added
+    there from the profiles). ``choices``: the allowed values. ``check``: a
+    key of :data:`CHECKS`. ``shared``: the same for every category of one run
+    (recorded in ``summary.json``). ``resumable``: a resumed run may change it.
+    ``runtime``: how one process runs the model, not what it learns (reset
+    to its default when a trained model is loaded). ``metavar``: names of a
+    tuple's items on the command line. ``paper``: the paper profile's default
+    in words, where it is not one value.
+    """
+    if check is not None and check not in CHECKS:
+        raise KeyError(f"setting: check {check!r} is not one of {sorted(CHECKS)}")
+    return dataclasses.field(default=default, metadata=dict(
+        help=help, choices=choices, check=check, shared=shared, resumable=resumable, runtime=runtime,
+        metavar=metavar, paper=paper))
+
 
 @dataclass
 class TrainConfig:
-    """Everything one training run needs; see :func:`preset` for the two profiles.
+    """Everything one training run needs; see :func:`preset` for the two profiles and each field's ``help``.
 
-    ``projection``: ``"paper"`` (the published P_k) or ``"residual"`` (P_k
-    starts at the identity; :class:`rdtutorial.models.projection.Projection`).
-    Loss weights multiply the unweighted terms (the paper's are
-    0.2/1.11 * (1, 0.01, 0.1) for SSOT, Recon, Con; 0 drops a term).
-    ``amp`` (bf16 autocast where the GPU has it, else fp16 with a gradient
-    scaler) and ``channels_last`` are CUDA options, on in the ``paper``
-    profile on a GPU; ``compile`` runs the model's parts through
-    ``torch.compile`` and falls back, with a warning, where that fails;
-    ``num_workers`` processes decode the images (once per run).
-    ``diagnostics`` records, for RD++, the measurements of
-    :mod:`rdtutorial.diagnostics` on the first batch of every epoch (one extra
-    backward pass per epoch; the training itself is unchanged).
-    ``max_images`` (0: all) keeps at most that many images of each split
-    (quick mode). ``noise_size`` is the inclusive range of pseudo-anomaly box sides in
-    pixels (paper: 10..31 at 256 px). ``seed`` is combined with the category
-    name (:meth:`category_seed`) so every category gets its own seed.
+    ``seed`` is combined with the category name (:meth:`category_seed`) so
+    every category gets its own seed.
     """
 
-    method: str = "rdpp"
-    projection: str = "paper"
-    teacher: str = "efficientnet_lite0"
-    teacher_weights: str | None = "imagenet"
-    dataset: str = "mvtec"
-    data_root: str = "data/demo"
-    category: str = "brick"
-    image_size: int = 128
-    batch_size: int = 8
-    epochs: int = 10
-    accumulate: int = 1
-    lr: float = 5e-3
-    lr_proj: float = 1e-3
-    betas: tuple[float, float] = (0.5, 0.999)
-    w_ssot: float = 0.2 / 1.11
-    w_recon: float = 0.2 * 0.01 / 1.11
-    w_con: float = 0.2 * 0.1 / 1.11
-    ssot_mode: str = "pairwise"
-    margin: float = 0.5
-    noise_size: tuple[int, int] = (5, 15)
-    noise_scale: float = 0.2
-    noise_clamp: bool = False
-    noise_correlated: bool = True
-    device: str = "cpu"
-    amp: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    num_workers: int = 0
-    max_images: int = 0
-    seed: int = 0
-    eval_every: int = 0
-    diagnostics: bool = True
-    eval_batch_size: int = 16
-    checkpoint_every: int = 0
-    out_dir: str | None = None
-    resume: bool = False
-    progress: bool = True
+    method: str = setting("rdpp", "rd (RD4AD) or rdpp (RD++)", choices=METHODS)
+    projection: str = setting("paper", "RD++ projections P_k: paper (as published) or residual (start at the "
+                              "identity)", choices=PROJECTIONS)
+    teacher: str = setting("efficientnet_lite0", "teacher network", choices=TEACHERS)
+    teacher_weights: str | None = setting("imagenet", "the teacher's weights: imagenet, or a state-dict file of its "
+                                          "classifier (in Python, None: an untrained teacher)")
+    dataset: str = setting("mvtec", "folder layout: mvtec (MVTec AD and any folder in its layout) or btad",
+                           choices=DATASETS)
+    data_root: str = setting("data/demo", "folder holding one subfolder per category", resumable=True)
+    category: str = setting("brick", "category to train", shared=False)
+    image_size: int = setting(128, "image side in pixels, a multiple of 32", check="positive")
+    batch_size: int = setting(8, "training batch size", check="positive")
+    epochs: int = setting(10, "epochs per category", check="positive", resumable=True,
+                          paper="the public code's count per MVTec AD category, needed for other categories")
+    accumulate: int = setting(1, "gradient accumulation steps", check="positive")
+    lr: float = setting(5e-3, "Adam learning rate of OCBE and decoder", check="rate")
+    lr_proj: float = setting(1e-3, "Adam learning rate of the RD++ projections", check="rate")
+    betas: tuple[float, float] = setting((0.5, 0.999), "Adam betas, each in [0, 1)", metavar=("BETA1", "BETA2"))
+    w_ssot: float = setting(PAPER_W_SSOT, "weight of L_SSOT; 0 drops the term", check="weight")
+    w_recon: float = setting(PAPER_W_RECON, "weight of L_Recon; 0 drops the term", check="weight")
+    w_con: float = setting(PAPER_W_CON, "weight of L_Con; 0 drops the term", check="weight")
+    ssot_mode: str = setting("pairwise", "L_SSOT between pairs of samples (pairwise, the paper's intent) or as "
+                             "published (identically zero)", choices=SSOT_MODES)
+    margin: float = setting(PAPER_MARGIN, "L_Con margin", check="finite")
+    noise_size: tuple[int, int] = setting((5, 15), "side range in pixels of the simplex-noise boxes",
+                                          metavar=("LOW", "HIGH"))
+    noise_scale: float = setting(0.2, "amplitude of the simplex noise added in the boxes", check="weight")
+    noise_clamp: bool = setting(False, "clamp noisy images to [0, 1]")
+    noise_correlated: bool = setting(True, "the same noise in the three colour channels")
+    device: str = setting("cpu", "cpu, cuda, cuda:N or mps", resumable=True, runtime=True)
+    amp: bool = setting(False, "mixed precision: bf16 autocast where the GPU has it, else fp16 with a gradient "
+                        "scaler (CUDA only)", runtime=True, paper="on, on a GPU")
+    channels_last: bool = setting(False, "channels-last memory format (CUDA only)", runtime=True,
+                                  paper="on, on a GPU")
+    compile: bool = setting(False, "run the model's parts through torch.compile (falls back, with a warning, "
+                            "where that fails)")
+    num_workers: int = setting(0, "worker processes that decode the images (once per run)", check="count",
+                               resumable=True)
+    max_images: int = setting(0, "keep at most this many images of each split, for quick checks; 0: all",
+                              check="count")
+    seed: int = setting(0, "random seed, mixed with each category's name")
+    eval_every: int = setting(0, "evaluate every N epochs for the curves in history.png; 0: only at the end "
+                              "(never used to pick a model)", check="count", resumable=True)
+    diagnostics: bool = setting(True, "record the RD++ projection diagnostics on the first batch of each epoch "
+                                "(one extra backward pass; training is unchanged)", resumable=True)
+    eval_batch_size: int = setting(16, "evaluation batch size", check="positive", resumable=True)
+    checkpoint_every: int = setting(0, "also write checkpoint.pt every N epochs; 0: only at the end",
+                                    check="count", resumable=True)
+    out_dir: str | None = setting(None, "run folder: checkpoint.pt, history.json, metrics.json", shared=False,
+                                  resumable=True)
+    resume: bool = setting(False, "continue from the checkpoint.pt in out_dir (a run without one starts afresh; "
+                           "a finished one is only re-read)", shared=False, resumable=True, runtime=True)
+    progress: bool = setting(True, "progress bars (on stderr)", shared=False, resumable=True)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -106,39 +148,27 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the first bad field."""
+        """Raise :class:`~rdtutorial.errors.ConfigError` naming the first bad field."""
 
         def bad(name: str, why: str) -> None:
-            raise ValueError(f"TrainConfig.{name} = {getattr(self, name)!r}: {why}")
+            raise ConfigError(f"TrainConfig.{name} = {getattr(self, name)!r}: {why}")
 
-        for name, allowed in (("method", METHODS), ("projection", PROJECTIONS), ("teacher", TEACHERS),
-                              ("dataset", DATASETS), ("ssot_mode", SSOT_MODES)):
-            if getattr(self, name) not in allowed:
-                bad(name, f"must be one of {allowed}")
-        if self.image_size < 32 or self.image_size % 32:
+        for f in dataclasses.fields(self):
+            value, choices, check = getattr(self, f.name), f.metadata.get("choices"), f.metadata.get("check")
+            if choices is not None and value not in choices:
+                bad(f.name, f"must be one of {choices}")
+            if check is not None and not _passes(check, value):
+                bad(f.name, CHECKS[check])
+        if self.image_size % 32:
             bad("image_size", "must be a positive multiple of 32 (the OCBE works at stride 32)")
-        for name in ("batch_size", "epochs", "accumulate", "eval_batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                bad(name, "must be a positive integer")
         if self.method == "rdpp" and self.batch_size < 2 and self.w_ssot:
             bad("batch_size", "L_SSOT pairs each sample with another: use at least 2, or w_ssot=0")
-        for name in ("eval_every", "checkpoint_every", "num_workers", "max_images"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                bad(name, "must be a non-negative integer")
-        for name in ("lr", "lr_proj"):
-            if not 0 < getattr(self, name) < math.inf:
-                bad(name, "must be a finite number > 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             bad("betas", "must be two numbers in [0, 1)")
-        for name in ("w_ssot", "w_recon", "w_con", "noise_scale"):
-            if not 0 <= getattr(self, name) < math.inf:
-                bad(name, "must be a finite number >= 0")
-        if not math.isfinite(self.margin):
-            bad("margin", "must be a finite number")
         low, high = self.noise_size
         if not 1 <= low <= high < self.image_size:
             bad("noise_size", f"must be (low, high) with 1 <= low <= high < image_size ({self.image_size})")
-        if not (self.device in ("cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+        if not DEVICE_NAME.fullmatch(self.device):
             bad("device", "must be 'cpu', 'cuda', 'cuda:N' or 'mps'")
         if (self.amp or self.channels_last) and not self.device.startswith("cuda"):
             bad("amp" if self.amp else "channels_last", "is a CUDA option; set device='cuda'")
@@ -163,13 +193,12 @@ def preset(profile: str, **overrides) -> TrainConfig:
     ``paper`` takes the public code's epochs for an MVTec AD ``category``;
     for any other category pass ``epochs`` explicitly.
     """
-    if profile == "demo":
-        base = dict(teacher="efficientnet_lite0", data_root="data/demo", category="brick", image_size=128,
-                    batch_size=8, epochs=10, noise_size=(5, 15), device="cpu", **DEMO_RDPP)
+    if profile == "demo":  # TrainConfig's defaults, with the demo's RD++
+        base = dict(DEMO_RDPP)
     elif profile == "paper":
         category = overrides.get("category", "bottle")
         if "epochs" not in overrides and category not in PAPER_EPOCHS:
-            raise ValueError(
+            raise ConfigError(
                 f"preset('paper'): no published epoch count for category {category!r}; "
                 f"pass epochs=... (MVTec AD categories: {sorted(PAPER_EPOCHS)})"
             )
@@ -177,11 +206,42 @@ def preset(profile: str, **overrides) -> TrainConfig:
                     batch_size=16, accumulate=2, epochs=PAPER_EPOCHS.get(category, 0), noise_size=(10, 31),
                     device="cuda", eval_batch_size=32)
     else:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {PROFILES}")
     if profile == "paper":  # mixed precision and channels_last where they apply: on a GPU
         gpu = str(overrides.get("device", base["device"])).startswith("cuda")
         base.update(amp=gpu, channels_last=gpu)
-    unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(overrides) - {f.name for f in config_fields()}
     if unknown:
-        raise ValueError(f"preset({profile!r}): unknown fields {sorted(unknown)}")
+        raise ConfigError(f"preset({profile!r}): unknown fields {sorted(unknown)}")
     return TrainConfig(**{**base, **overrides})
+
+
+def config_fields() -> tuple[dataclasses.Field, ...]:
+    """The fields of :class:`TrainConfig` (looked up when called, so that everything derived follows the class)."""
+    return dataclasses.fields(TrainConfig)
+
+
+def shared_settings(cfg: TrainConfig) -> dict:
+    """The settings that every category of one run shares: what ``summary.json`` records."""
+    return {f.name: getattr(cfg, f.name) for f in config_fields() if f.metadata.get("shared", True)}
+
+
+def resumable_fields() -> frozenset[str]:
+    """The settings a resumed run (and a run adding categories to a summary) may change."""
+    return frozenset(f.name for f in config_fields() if f.metadata.get("resumable"))
+
+
+def runtime_fields() -> dict:
+    """The settings of the process that runs a model, with their defaults: a loaded model starts from these."""
+    return {f.name: f.default for f in config_fields() if f.metadata.get("runtime")}
+
+
+def _passes(check: str, value) -> bool:
+    """Whether ``value`` passes ``check`` (a key of :data:`CHECKS`)."""
+    if check in ("positive", "count"):
+        return isinstance(value, int) and value >= (1 if check == "positive" else 0)
+    if check == "rate":
+        return 0 < value < math.inf
+    if check == "weight":
+        return 0 <= value < math.inf
+    return math.isfinite(value)

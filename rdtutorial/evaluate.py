@@ -11,6 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .anomaly_map import anomaly_map, image_scores
+from .data import DatasetError
+from .data.cache import to_uint8
 from .metrics import aupro, image_auroc, pixel_auroc
 
 
@@ -28,20 +30,21 @@ class Evaluation:
 
 def check_test_set(dataset: Dataset) -> None:
     """Read every item of a test ``dataset`` now, so that a bad file or a set that cannot be scored fails
-    before training rather than after it: unreadable images, masks of another size (``DatasetError``
-    naming the file), no normal or no defective images, or no defect pixel (``ValueError``)."""
+    before training rather than after it: unreadable images, masks of another size, images with values outside [0, 1], no normal or no defective
+    images, or no defect pixel (a ``DatasetError`` naming the file or the folder)."""
     where = f"{dataset.root}/{dataset.category}/test" if hasattr(dataset, "category") else "the test set"
     labels, defect_pixels = set(), 0.0
     for i in range(len(dataset)):
         item = dataset[i]
+        to_uint8(item, i, "the test set")  # NaN, infinite or out-of-range values: named now, not at scoring
         labels.add(int(item["label"]))
         defect_pixels += float(item["mask"].sum())
     if labels != {0, 1}:
         kind = "defective" if 1 not in labels else "normal"
-        raise ValueError(f"{where} has no {kind} images: evaluation needs both normal and defective ones (MVTec "
+        raise DatasetError(f"{where} has no {kind} images: evaluation needs both normal and defective ones (MVTec "
                          "layout: test/good/ and test/<defect>/ with masks in ground_truth/<defect>/)")
     if not defect_pixels:
-        raise ValueError(f"the masks of {where} mark no defect pixel at the image size used: pixel AUROC and "
+        raise DatasetError(f"the masks of {where} mark no defect pixel at the image size used: pixel AUROC and "
                          "AUPRO need some; check the ground_truth masks")
 
 

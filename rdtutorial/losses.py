@@ -15,9 +15,8 @@ import torch.nn.functional as F
 from geomloss import SamplesLoss
 from torch import Tensor
 
+from .choices import PAPER_MARGIN, PAPER_W_CON, PAPER_W_RECON, PAPER_W_SSOT, SSOT_MODES
 from .sinkhorn import paired_sinkhorn_divergence
-
-SSOT_MODES = ("pairwise", "published")
 
 
 def _check_pairs(a: list[Tensor], b: list[Tensor], name: str) -> None:
@@ -55,7 +54,7 @@ def recon_loss(proj_noisy: list[Tensor], proj_clean: list[Tensor]) -> Tensor:
     return sum((1 - F.cosine_similarity(n, c, dim=1)).mean() for n, c in zip(proj_noisy, proj_clean))
 
 
-def contrast_loss(teacher_noisy: list[Tensor], proj_clean: list[Tensor], margin: float = 0.5) -> Tensor:
+def contrast_loss(teacher_noisy: list[Tensor], proj_clean: list[Tensor], margin: float = PAPER_MARGIN) -> Tensor:
     """Contrast loss: push projected normal features away from raw anomalous ones.
 
     L_Con = sum_k mean_i max(0, cos(vec E_k(x~_i), vec P_k E_k(x_i)) - margin)
@@ -198,14 +197,15 @@ def ssot_loss_per_scale(proj_clean: list[Tensor], grid: int = 8, generator: torc
 class LossWeights:
     """Weights of L = kd*L_KD + ssot*L_SSOT + recon*L_Recon + con*L_Con.
 
-    The paper's: L_KD + 0.2 * (1*L_SSOT + 0.01*L_Recon + 0.1*L_Con) / 1.11.
+    The paper's (the defaults, from :mod:`rdtutorial.choices`):
+    L_KD + 0.2 * (1*L_SSOT + 0.01*L_Recon + 0.1*L_Con) / 1.11.
     A weight of 0 drops the term (and skips computing it): the ablations.
     """
 
     kd: float = 1.0
-    ssot: float = 0.2 * 1.0 / 1.11
-    recon: float = 0.2 * 0.01 / 1.11
-    con: float = 0.2 * 0.1 / 1.11
+    ssot: float = PAPER_W_SSOT
+    recon: float = PAPER_W_RECON
+    con: float = PAPER_W_CON
 
 
 PAPER_WEIGHTS = LossWeights()
@@ -233,7 +233,7 @@ def rdpp_loss(
     proj_noisy: list[Tensor],
     weights: LossWeights = PAPER_WEIGHTS,
     ssot_mode: str = "pairwise",
-    margin: float = 0.5,
+    margin: float = PAPER_MARGIN,
     generator: torch.Generator | None = None,
 ) -> RDPPLoss:
     """The full RD++ objective on one batch (Algorithm 1 of the paper).

@@ -21,7 +21,9 @@ from scipy import ndimage
 from scipy.integrate import trapezoid
 from sklearn.metrics import auc, roc_auc_score
 
-__all__ = ["image_auroc", "pixel_auroc", "pro_curve", "aupro", "aupro_per_image"]
+__all__ = ["METRICS", "image_auroc", "pixel_auroc", "pro_curve", "aupro", "aupro_per_image", "mean_metrics"]
+
+METRICS = ("image_auroc", "pixel_auroc", "aupro")  # what evaluation reports, by its keys in every result
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -216,3 +218,8 @@ def aupro_per_image(
     if not areas:
         raise ValueError("aupro_per_image needs at least one image with a defect, but all masks are empty")
     return float(np.mean(areas))
+
+
+def mean_metrics(per_category: dict[str, dict]) -> dict[str, float]:
+    """The mean of each of :data:`METRICS` over categories (``{category: {metric: value}}``)."""
+    return {m: float(np.mean([r[m] for r in per_category.values()])) for m in METRICS}

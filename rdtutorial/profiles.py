@@ -15,15 +15,16 @@ untrained teacher, with a loud warning).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from pathlib import Path
 
 import torch
 
-from .config import PROFILES, TrainConfig, preset
+from .config import PROFILES, TrainConfig, config_fields, preset
 from .data import list_categories, make_demo_dataset
+from .device import check_device, default_device
+from .errors import ConfigError
 
 # Quick mode: toy scale, so a reader can check a chapter's whole code path in minutes.
 QUICK_IMAGE_SIZE = 64
@@ -44,7 +45,7 @@ def profile_from_env(default: str = "demo") -> str:
     """``$RDT_PROFILE`` or ``default``, checked."""
     profile = os.environ.get("RDT_PROFILE", default)
     if profile not in PROFILES:
-        raise ValueError(f"RDT_PROFILE={profile!r}: choose one of {PROFILES}")
+        raise ConfigError(f"RDT_PROFILE={profile!r}: choose one of {PROFILES}")
     return profile
 
 
@@ -52,7 +53,7 @@ def quick_from_env() -> bool:
     """``$RDT_QUICK`` (``0``, the default, or ``1``), checked; quick mode says so loudly."""
     value = os.environ.get("RDT_QUICK", "0").strip()
     if value not in ("0", "1"):
-        raise ValueError(f"RDT_QUICK={value!r}: use 1 (quick, toy scale) or 0 (full size)")
+        raise ConfigError(f"RDT_QUICK={value!r}: use 1 (quick, toy scale) or 0 (full size)")
     if value == "1":
         print(
             "QUICK MODE (RDT_QUICK=1): the whole chapter at toy scale "
@@ -64,16 +65,12 @@ def quick_from_env() -> bool:
 
 
 def device_from_env(default: str) -> str:
-    """``$RDT_DEVICE`` or ``default``; a CUDA device without a GPU is an error that says what to do."""
+    """``$RDT_DEVICE`` or ``default``, checked (:func:`rdtutorial.device.check_device`): a device this machine
+    lacks is an error that says what to do."""
     device = os.environ.get("RDT_DEVICE", default)
-    if not (device in ("cpu", "cuda", "mps") or device.startswith("cuda:")):
-        raise ValueError(f"RDT_DEVICE={device!r}: use cpu, cuda, cuda:N or mps")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device {device!r} needs a CUDA GPU: on Colab choose Runtime > Change runtime "
-            "type > GPU; or set RDT_DEVICE=cpu (slow), or run with RDT_PROFILE=demo"
-        )
-    return device
+    given = f"RDT_DEVICE={device!r}" if "RDT_DEVICE" in os.environ else f"device {device!r}"
+    return check_device(device, given, fix="on Colab choose Runtime > Change runtime type > GPU; or set "
+                        "RDT_DEVICE=cpu (slow), or run with RDT_PROFILE=demo")
 
 
 def teacher_weights_from_env() -> str | None:
@@ -123,21 +120,21 @@ def chapter_config(profile: str, quick: bool = False, validation: bool = False, 
     ``RDT_TEACHER_WEIGHTS`` override the device and the teacher's weights.
     """
     if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {PROFILES}")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {PROFILES}")
+    fields = {f.name for f in config_fields()}
     env = {}
     weights = teacher_weights_from_env()
     if weights is not None:
         env["teacher_weights"] = None if weights == "random" else weights
     if profile == "demo":
-        env["device"] = device_from_env("cuda" if torch.cuda.is_available() else "cpu")
+        env["device"] = device_from_env(default_device())
         if env["device"].startswith("cuda") and "device" not in overrides:
             print(f"demo profile on the GPU ({torch.cuda.get_device_name(env['device'])})")
         root = (make_demo_dataset(data_dir() / "demo-validation", seed=VALIDATION_SEED) if validation
                 else make_demo_dataset(data_dir() / "demo"))
     else:
         if validation:
-            raise ValueError("chapter_config: only the demo profile has a generated validation set")
+            raise ConfigError("chapter_config: only the demo profile has a generated validation set")
         env["device"] = device_from_env("cuda")
         root = Path(os.environ.get("RDT_MVTEC_DIR", data_dir() / "mvtec"))
         if not root.is_dir() or not list_categories(root):
@@ -148,6 +145,6 @@ def chapter_config(profile: str, quick: bool = False, validation: bool = False, 
     settings = {**env, **overrides}
     unknown = set(settings) - fields
     if unknown:
-        raise ValueError(f"chapter_config({profile!r}): unknown fields {sorted(unknown)}")
+        raise ConfigError(f"chapter_config({profile!r}): unknown fields {sorted(unknown)}")
     cfg = preset(profile, data_root=str(root), **settings)
     return quick_config(cfg) if quick else cfg

@@ -19,8 +19,8 @@ from PIL import Image
 from torch import nn
 
 from .evaluate import predict_maps
+from .metrics import METRICS, mean_metrics
 
-METRICS = ("image_auroc", "pixel_auroc", "aupro")
 METRIC_NAMES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO"}
 CMAP = "jet"
 
@@ -96,11 +96,6 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     return path
 
 
-def mean_metrics(per_category: dict[str, dict]) -> dict[str, float]:
-    """The mean of each metric over categories."""
-    return {m: float(np.mean([r[m] for r in per_category.values()])) for m in METRICS}
-
-
 def metrics_table(per_category: dict[str, dict]) -> str:
     """A plain-text table of the metrics in percent, one row per category, plus a mean row when there are several."""
     rows = dict(per_category)
@@ -112,3 +107,11 @@ def metrics_table(per_category: dict[str, dict]) -> str:
     for name, r in rows.items():
         lines.append(f"{name:<{width}}" + "".join(f"  {100 * r[m]:>14.2f}" for m in METRICS))
     return "\n".join(lines)
+
+
+def write_report(model: nn.Module, test_set, out_dir: str | os.PathLike, device: str = "cpu", history=None) -> None:
+    """``anomaly_maps.png`` (:func:`anomaly_map_figure`) and, given a training ``history``, ``history.png`` in
+    ``out_dir``: the figures of a run folder."""
+    save_figure(anomaly_map_figure(model, test_set, device), Path(out_dir) / "anomaly_maps.png")
+    if history is not None:
+        save_figure(history.plot(), Path(out_dir) / "history.png")

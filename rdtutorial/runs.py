@@ -5,7 +5,8 @@ A run folder holds one training run (``checkpoint.pt``, ``history.json``,
 run where another one lies, and :func:`check_writable` finds a read-only
 folder or a file in the way before hours of training rather than after them.
 A parent folder's ``summary.json`` collects the categories of one set of
-settings: :func:`previous_results` returns them, or refuses other settings.
+settings: :func:`write_summary` writes it, :func:`previous_results` returns
+its categories, or refuses other settings.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ import os
 import tempfile
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT_NAME, RESUMABLE_CHANGES
-from .evaluate import check_test_set
+from .checkpoint import CHECKPOINT_NAME
+from .config import TrainConfig, resumable_fields, shared_settings
+from .errors import InputError
+from .metrics import mean_metrics
 
 RUN_FILES = (CHECKPOINT_NAME, "history.json", "metrics.json")
 SUMMARY_NAME = "summary.json"
 
 
-class RunFolderError(ValueError):
+class RunFolderError(InputError, ValueError):
     """An output folder cannot be written, or holds another run's files."""
 
 
@@ -66,7 +69,7 @@ def previous_results(out_dir: str | os.PathLike, command: str, config: dict) -> 
 
     ``{}`` when there is none; a :class:`RunFolderError` when it was written with other settings
     (its categories are not ours to mix with or to drop). Settings a resumed run may change (epochs,
-    device, ...: :data:`~rdtutorial.checkpoint.RESUMABLE_CHANGES`) may differ.
+    device, ...: :func:`~rdtutorial.config.resumable_fields`) may differ.
     """
     path = Path(out_dir) / SUMMARY_NAME
     if not path.exists():
@@ -77,9 +80,8 @@ def previous_results(out_dir: str | os.PathLike, command: str, config: dict) -> 
     except (OSError, ValueError, KeyError, TypeError):
         raise RunFolderError(f"{path} is not a summary written by rdtutorial; move it away or choose another "
                              "--out-dir") from None
-    new = json.loads(json.dumps(config))
-    changed = sorted(k for k in set(old_config) | set(new)
-                     if k not in RESUMABLE_CHANGES and old_config.get(k) != new.get(k))
+    new, resumable = json.loads(json.dumps(config)), resumable_fields()
+    changed = sorted(k for k in set(old_config) | set(new) if k not in resumable and old_config.get(k) != new.get(k))
     if old_command != command or changed:
         diffs = ", ".join(f"{k} {old_config.get(k)!r} -> {new.get(k)!r}" for k in changed[:4]) or \
             f"command {old_command!r}"
@@ -88,10 +90,12 @@ def previous_results(out_dir: str | os.PathLike, command: str, config: dict) -> 
     return dict(categories)
 
 
-def preflight(out_dir: str | os.PathLike | None, resume: bool, test_set) -> None:
-    """What a training run checks before its first epoch: its folder (writable, not another run's) and its
-    test set (readable, and one that evaluation can score)."""
-    if out_dir:
-        check_writable(out_dir, "out_dir")
-        check_run_folder(out_dir, resume)
-    check_test_set(test_set)
+def write_summary(out_dir: str | os.PathLike, command: str, results: dict[str, dict], cfg: TrainConfig) -> Path:
+    """Write ``out_dir/summary.json``: ``command``, the settings the categories share
+    (:func:`~rdtutorial.config.shared_settings` of ``cfg``), the metrics per category and their mean."""
+    summary = {"command": command, "config": shared_settings(cfg), "categories": results,
+               "mean": mean_metrics(results)}
+    path = Path(out_dir) / SUMMARY_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1))
+    return path

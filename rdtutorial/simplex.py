@@ -1,3 +1,29 @@
+# Ported from OpenSimplex noise by Kurt Spencer, released to the public domain
+# (https://gist.github.com/KdotJPG/b1270127455a94ac5d19), as written in Python in
+# the `opensimplex` package 0.4.5 (https://code.larus.se/lmas/opensimplex), whose
+# permutation, gradients and region logic this file follows. That package's licence:
+#
+# MIT License
+# Copyright (c) 2020 A. Svensson
+#
+# Permission is hereby granted, free of charge, to any person obtaining a copy
+# of this software and associated documentation files (the "Software"), to deal
+# in the Software without restriction, including without limitation the rights
+# to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+# copies of the Software, and to permit persons to whom the Software is
+# furnished to do so, subject to the following conditions:
+#
+# The above copyright notice and this permission notice shall be included in all
+# copies or substantial portions of the Software.
+#
+# THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+# IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+# FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+# AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+# LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+# OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+# SOFTWARE.
+
 """OpenSimplex noise on tensors: the lattice algorithm, ported from ``opensimplex``.
 
 We deliberately write our own port of OpenSimplex instead of calling the

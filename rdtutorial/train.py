@@ -28,16 +28,18 @@ from tqdm.auto import tqdm
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_trainable_state, resume_state
 from .checkpoint import save_checkpoint, trainable_state
 from .compiling import compile_parts, first_step
-from .config import TrainConfig
+from .config import TrainConfig, runtime_fields
 from .cpu import fast_cpu
 from .data import BTAD, CachedImages, MVTecAD
+from .device import check_device
 from .diagnostics import projection_diagnostics
-from .evaluate import Evaluation, evaluate
+from .errors import ConfigError
+from .evaluate import Evaluation, check_test_set, evaluate
 from .history import History
-from .runs import preflight
 from .losses import LossWeights, kd_loss, rdpp_loss
 from .models import RDPlusPlus, ReverseDistillation, build_teacher
 from .noise import PseudoAnomaly
+from .runs import check_run_folder, check_writable
 
 
 class NonFiniteLossError(RuntimeError):
@@ -60,12 +62,26 @@ def build_model(cfg: TrainConfig, seed: int | None = None) -> nn.Module:
     return model.to(cfg.device)
 
 
+def build_dataset(cfg: TrainConfig, split: str) -> Dataset:
+    """The whole ``split`` set of ``cfg.category`` under ``cfg.data_root``; its files are listed now, so a missing
+    folder or mask shows before any work."""
+    cls = BTAD if cfg.dataset == "btad" else MVTecAD
+    return cls(cfg.data_root, cfg.category, split=split, image_size=cfg.image_size)
+
+
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     """Train and test sets of ``cfg.category`` under ``cfg.data_root`` (``cfg.max_images`` each, if set)."""
-    cls = BTAD if cfg.dataset == "btad" else MVTecAD
-    sets = tuple(cls(cfg.data_root, cfg.category, split=split, image_size=cfg.image_size)
-                 for split in ("train", "test"))
+    sets = (build_dataset(cfg, "train"), build_dataset(cfg, "test"))
     return tuple(s.subset(cfg.max_images) for s in sets) if cfg.max_images else sets
+
+
+def preflight(out_dir: str | Path | None, resume: bool, test_set: Dataset) -> None:
+    """What a training run checks before its first epoch: its folder (writable, not another run's) and its
+    test set (readable, and one that evaluation can score)."""
+    if out_dir:
+        check_writable(out_dir, "out_dir")
+        check_run_folder(out_dir, resume)
+    check_test_set(test_set)
 
 
 def fast_adam(params, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
@@ -189,11 +205,10 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
 
 
 def _train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None) -> tuple[nn.Module, History]:
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={cfg.device!r} but no CUDA GPU is available; use device='cpu' or a GPU runtime")
+    check_device(cfg.device)
     train_set, test_set = datasets or build_datasets(cfg)
     if len(train_set) < cfg.batch_size:
-        raise ValueError(f"the train set has {len(train_set)} images, fewer than batch_size={cfg.batch_size}")
+        raise ConfigError(f"the train set has {len(train_set)} images, fewer than batch_size={cfg.batch_size}")
     preflight(cfg.out_dir, cfg.resume, test_set)  # before the first epoch: the end must not fail on these
     state = resume_state(cfg)  # the checkpoint to continue from, checked against cfg, or None
     model = build_model(cfg)
@@ -209,8 +224,8 @@ def _train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None) -> tuple[
                            correlated_channels=cfg.noise_correlated, seed=seed % 2**16)
     # Decoded and resized once, on the device; batches are drawn by index with
     # the generator a DataLoader over the images would use (the same batches).
-    train_set = CachedImages(train_set, cfg.device, cfg.num_workers)
-    test_set = CachedImages(test_set, cfg.device, cfg.num_workers)
+    train_set = CachedImages(train_set, cfg.device, cfg.num_workers, name="the train set")
+    test_set = CachedImages(test_set, cfg.device, cfg.num_workers, name="the test set")
     loader = train_set.batches(cfg.batch_size, loader_gen)
     history = History()
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
@@ -288,12 +303,15 @@ def _train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None) -> tuple[
 
 
 def load_trained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, TrainConfig]:
-    """Rebuild a trained model from a checkpoint written by :func:`train`."""
+    """Rebuild a trained model from a checkpoint written by :func:`train`, on ``device``.
+
+    The settings of the process that trained it (:func:`rdtutorial.config.runtime_fields`: device, mixed
+    precision, resuming, ...) start afresh; the returned config is the trained one otherwise.
+    """
     state = load_checkpoint(path)
     try:
-        cfg = TrainConfig(**{**state["config"], "device": device, "amp": False, "channels_last": False,
-                             "resume": False})
-    except (TypeError, ValueError) as err:
+        cfg = TrainConfig(**{**state["config"], **runtime_fields(), "device": device})
+    except (TypeError, ConfigError) as err:
         raise CheckpointError(f"{path} holds a configuration this version cannot use ({err}); it was written by "
                               "another version of rdtutorial") from None
     model = build_model(cfg)
@@ -302,4 +320,4 @@ def load_trained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Trai
 
 
 __all__ = ["Evaluation", "NonFiniteLossError", "build_datasets", "build_model", "build_optimizers",
-           "load_trained", "train", "training_step"]
+           "build_dataset", "load_trained", "preflight", "train", "training_step"]

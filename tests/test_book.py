@@ -70,12 +70,14 @@ def soup(html: Path, page: str) -> BeautifulSoup:
     return BeautifulSoup((html / f"{page}.html").read_text(encoding="utf-8"), "html.parser")
 
 
+@pytest.mark.slow
 def test_every_page_of_the_toc_is_built(html):
     missing = [page for page in toc_pages() if not (html / f"{page}.html").is_file()]
     assert not missing, f"pages of _toc.yml without HTML: {missing}"
 
 
 @pytest.mark.parametrize("page", toc_pages())
+@pytest.mark.slow
 def test_page_has_no_raw_markup_and_resolves_its_files(html, page):
     doc = soup(html, page)
     title = doc.title.get_text()
@@ -105,6 +107,7 @@ def test_page_has_no_raw_markup_and_resolves_its_files(html, page):
 
 
 @pytest.mark.parametrize("page", [p for p in toc_pages() if (ROOT / f"{p}.ipynb").is_file()])
+@pytest.mark.slow
 def test_colab_button_opens_the_notebook_on_main(html, page):
     repo = CONFIG["repository"]["url"].removeprefix("https://github.com/")
     expected = f"{CONFIG['launch_buttons']['colab_url']}/github/{repo}/blob/{CONFIG['repository']['branch']}/{page}.ipynb"
@@ -164,6 +167,7 @@ RENDERED = """() => {
 
 
 @pytest.mark.parametrize("page", toc_pages())
+@pytest.mark.slow
 def test_page_renders_in_chromium(browser, served, page):
     tab = browser.new_page(viewport=VIEWPORT)
     failed = []
@@ -195,6 +199,7 @@ def test_diagrams_show_the_package_shapes(monkeypatch):
 
 
 @pytest.mark.parametrize("page", sorted(DIAGRAMS))
+@pytest.mark.slow
 def test_diagrams_are_figures_with_alt_text_and_caption(html, page):
     figures = {}
     for img in soup(html, page).select("article figure img"):
@@ -207,6 +212,7 @@ def test_diagrams_are_figures_with_alt_text_and_caption(html, page):
         assert caption and caption.get_text(strip=True), f"{page}: {name} has no caption"
 
 
+@pytest.mark.slow
 def test_algorithm_box_links_every_step_to_its_cell(html):
     doc = soup(html, "book/08_training_rdpp")
     box = doc.select_one("article .admonition.algorithm")
@@ -223,6 +229,7 @@ def test_algorithm_box_links_every_step_to_its_cell(html):
 
 
 @pytest.mark.parametrize("page", toc_pages())
+@pytest.mark.slow
 def test_every_slider_has_a_kernel_free_twin(html, page):
     article = soup(html, page).select_one("article.bd-article")
     widgets = article.select(f'script[type="{WIDGET_VIEW}"]')
@@ -280,6 +287,7 @@ def offline_tab(browser, served, page):
 
 
 @pytest.mark.parametrize("page", sorted(DIAGRAMS))
+@pytest.mark.slow
 def test_diagrams_fit_the_column_in_chromium(browser, served, page):
     tab, _ = offline_tab(browser, served, page)
     result = tab.evaluate(FIT, DIAGRAMS[page])
@@ -293,6 +301,7 @@ def test_diagrams_fit_the_column_in_chromium(browser, served, page):
 
 @pytest.mark.parametrize("page", [p for p in toc_pages() if (ROOT / f"{p}.ipynb").is_file()
                                   and "anim-slider" in (ROOT / f"{p}.ipynb").read_text()])
+@pytest.mark.slow
 def test_animations_play_offline_in_chromium(browser, served, html, page):
     tab, outside = offline_tab(browser, served, page)
     tab.wait_for_timeout(500)  # the theme's Font Awesome script swaps the button icons for SVG

@@ -13,6 +13,7 @@ def failing_backend(gm, example_inputs):
     raise RuntimeError("no compiler here")
 
 
+@pytest.mark.slow
 def test_a_failing_compile_warns_and_trains_as_without(tmp_path, monkeypatch):
     root = make_demo_dataset(tmp_path / "demo", image_size=64, n_train=8, n_test_good=2, n_test_defect=1,
                              categories=("brick",))

@@ -15,7 +15,6 @@ from rdtutorial.diagnostics import box_cosine, mean_sample_cosine, weighted_grad
 from rdtutorial.history import History
 from rdtutorial.models.projection import MultiScaleProjection, Projection
 from rdtutorial.train import train
-from test_train import tiny_config, tiny_root  # noqa: F401  (the same tiny demo set and config)
 
 DIAGNOSTICS = ("grad_kd", "grad_ssot", "grad_recon", "grad_con", "sample_cos", "teacher_sample_cos",
                "box_cos_proj", "box_cos_teacher")
@@ -59,9 +58,10 @@ def test_residual_projection_starts_at_the_identity_and_learns_its_scale():
     assert Projection(8).scale is None  # the paper's projection has no residual path
 
 
-def test_diagnostics_are_recorded_and_do_not_change_training(tiny_root):
-    model_on, on = train(tiny_config(tiny_root))
-    model_off, off = train(tiny_config(tiny_root, diagnostics=False))
+@pytest.mark.slow
+def test_diagnostics_are_recorded_and_do_not_change_training(tiny_config):
+    model_on, on = train(tiny_config())
+    model_off, off = train(tiny_config(diagnostics=False))
     for (name, a), b in zip(model_on.state_dict().items(), model_off.state_dict().values()):
         assert torch.equal(a, b), name
     assert [e["total"] for e in on.epochs] == [e["total"] for e in off.epochs]
@@ -69,30 +69,32 @@ def test_diagnostics_are_recorded_and_do_not_change_training(tiny_root):
     assert not any("sample_cos" in e for e in off.epochs)
     e = on.epochs[-1]
     assert e["grad_kd"] > e["grad_ssot"] > 0 and e["grad_recon"] > 0
-    assert -1 <= e["box_cos_proj"] <= 1 and -1 <= e["sample_cos"] <= 1
+    assert e["box_cos_teacher"] < 0.95 and e["sample_cos"] < 0.95  # 0.80 and 0.61: the boxes change, samples differ
     fig = on.plot()
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert titles[-3:] == ["weighted gradient on P", "cos between samples", "cos(noisy, clean) in boxes"]
     assert fig.axes[titles.index("weighted gradient on P")].get_yscale() == "log"
 
 
-def test_kd_only_diagnostics_measure_noise_without_using_the_training_generator(tiny_root):
+@pytest.mark.slow
+def test_kd_only_diagnostics_measure_noise_without_using_the_training_generator(tiny_config):
     kd = dict(w_ssot=0.0, w_recon=0.0, w_con=0.0)
-    model_on, on = train(tiny_config(tiny_root, **kd))
-    model_off, _ = train(tiny_config(tiny_root, diagnostics=False, **kd))
+    model_on, on = train(tiny_config(**kd))
+    model_off, _ = train(tiny_config(diagnostics=False, **kd))
     for a, b in zip(model_on.state_dict().values(), model_off.state_dict().values()):
         assert torch.equal(a, b)
     assert set(on.epochs[-1]) >= {"grad_kd", "box_cos_proj", "box_cos_teacher"}
     assert "grad_ssot" not in on.epochs[-1]
 
 
-def test_residual_rdpp_trains_and_the_paper_settings_are_the_paper_profile(tiny_root):
-    _, history = train(tiny_config(tiny_root, projection="residual"))
+@pytest.mark.slow
+def test_residual_rdpp_trains_and_the_paper_settings_are_the_paper_profile(tiny_config):
+    _, history = train(tiny_config(projection="residual"))
     assert history.epochs[-1]["kd"] > 0
     paper = preset("paper", device="cpu")
     assert {k: getattr(paper, k) for k in PAPER_RDPP} == PAPER_RDPP
     with pytest.raises(ValueError, match="projection"):
-        tiny_config(tiny_root, projection="identity")
+        tiny_config(projection="identity")
 
 
 def test_history_without_diagnostics_plots_as_before():
@@ -142,8 +144,9 @@ def test_ablation_pairs_runs_by_category_and_seed_and_counts_collapses():
     assert set(diffs) == {"brick", "grass", "all"} and diffs["all"]["pairs"] == 10
     assert diffs["brick"]["image_auroc"] == pytest.approx(0.05)
     assert diffs["brick"]["image_auroc_ci"] == pytest.approx((0.05, 0.05))  # a constant difference
-    low, high = diffs["all"]["image_auroc_ci"]
     assert diffs["all"]["image_auroc"] == pytest.approx(0.1)
-    assert 0.05 - 1e-9 <= low < 0.1 < high <= 0.15 + 1e-9
+    # five differences of 0.05 and five of 0.15: a resample's mean is 0.05 + 0.01 K, K ~ Binomial(10, 1/2),
+    # whose 2.5% and 97.5% quantiles are 2 and 8
+    assert diffs["all"]["image_auroc_ci"] == pytest.approx((0.07, 0.13))
     assert diffs["all"]["aupro_ci"][1] < 0  # worse on every pair: the interval lies below zero
     assert "paired difference against rd" in ablation.table(ablation.summarise(runs), ablation.paired(runs))

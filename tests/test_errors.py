@@ -54,14 +54,6 @@ def run(finished, tmp_path):
     return copy
 
 
-@pytest.fixture
-def no_training(monkeypatch):
-    """Fail the test if a training step runs: the error must come before the first epoch."""
-    def step(*args, **kwargs):
-        raise AssertionError("a training step ran before the error")
-    monkeypatch.setattr(train_module, "training_step", step)
-
-
 def _error(capsys) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.startswith("error: "), err
@@ -103,6 +95,7 @@ def test_a_test_folder_with_only_good_fails_before_training(own_data, tmp_path, 
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
+@pytest.mark.slow
 def test_an_out_dir_that_is_a_file_fails_before_any_work(command, finished, data, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(train_module, "evaluate", None)  # evaluation (and training) must not start
     in_way = tmp_path / "file"
@@ -123,6 +116,7 @@ def test_a_read_only_out_dir_fails_before_training(data, tmp_path, capsys, monke
     assert f"--out-dir {tmp_path / 'out'}: permission denied" in _error(capsys)
 
 
+@pytest.mark.slow
 def test_a_failing_final_evaluation_keeps_the_checkpoint_and_resume_finishes(data, tmp_path, monkeypatch):
     cfg = preset("demo", data_root=str(data), category="brick", image_size=64, batch_size=2, epochs=1,
                  progress=False, out_dir=str(tmp_path))
@@ -143,6 +137,7 @@ def test_a_failing_final_evaluation_keeps_the_checkpoint_and_resume_finishes(dat
 # 2. runs silently overwritten or mixed ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_without_resume_into_a_finished_run_is_refused(run, data, capsys, no_training):
     before = _files(run)
     assert _train(data, run) == 2
@@ -150,6 +145,7 @@ def test_train_without_resume_into_a_finished_run_is_refused(run, data, capsys, 
     assert _files(run) == before
 
 
+@pytest.mark.slow
 def test_a_second_category_joins_the_summary_and_other_settings_are_refused(run, data, capsys):
     assert main(["train", "--data-root", str(data), "--category", "grass", "--epochs", "2", "--out-dir", str(run),
                  *TINY]) == 0
@@ -197,6 +193,7 @@ def test_a_failed_write_leaves_no_temporary_and_keeps_the_old_checkpoint(tmp_pat
     ({"teacher": "wide_resnet50_2", "teacher_weights": None}, "teacher 'efficientnet_lite0' -> 'wide_resnet50_2'"),
     ({"epochs": 1}, "it is at epoch 2, beyond epochs=1; pass --epochs 2 or more"),
 ])
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_other_settings(changes, named, run, data, no_training):
     before = _files(run)
     cfg = preset("demo", **{**dict(data_root=str(data), category="brick", image_size=64, batch_size=2, epochs=2,
@@ -208,6 +205,7 @@ def test_resume_refuses_a_checkpoint_of_other_settings(changes, named, run, data
 
 @pytest.mark.parametrize("extra, named", [(["--image-size", "96"], "image_size 64 -> 96"),
                                           (["--epochs", "1"], "beyond epochs=1; pass --epochs 2 or more")])
+@pytest.mark.slow
 def test_train_resume_with_other_settings_is_refused(extra, named, run, data, capsys, no_training):
     before = _files(run)
     assert _train(data, run, "--resume", *extra) == 2
@@ -238,6 +236,7 @@ KINDS = ["zero-byte", "truncated", "random bytes", "a pickled command", "not our
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.slow
 def test_resume_from_a_broken_checkpoint_names_it(kind, run, data, tmp_path, capsys, no_training):
     ckpt = run / "brick" / "checkpoint.pt"
     _Payload.marker = tmp_path / "ran"
@@ -249,6 +248,7 @@ def test_resume_from_a_broken_checkpoint_names_it(kind, run, data, tmp_path, cap
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.slow
 def test_evaluate_a_broken_checkpoint_names_it(kind, run, tmp_path, capsys):
     ckpt = run / "brick" / "checkpoint.pt"
     _Payload.marker = tmp_path / "ran"
@@ -262,6 +262,7 @@ def test_evaluate_a_broken_checkpoint_names_it(kind, run, tmp_path, capsys):
 # 4-6. predict, demo, download ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_predict_into_its_input_folder_is_refused(finished, data, tmp_path, capsys):
     images = tmp_path / "images"
     shutil.copytree(data / "brick" / "test" / "good", images)
@@ -320,6 +321,7 @@ def test_a_diverged_run_without_checkpoint_says_so(data, tmp_path, monkeypatch):
     assert "checkpoint.pt" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_bad_teacher_weights_file_is_named(run, tmp_path, capsys):
     weights = tmp_path / "lite0.pth"
     weights.write_bytes(b"not weights")
@@ -347,6 +349,7 @@ def test_a_dataloader_worker_error_is_one_line(own_data, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and f"cannot read image {bad}" in err and "(in a DataLoader worker)" in err
 
 
+@pytest.mark.slow
 def test_evaluate_one_category_ignores_a_broken_checkpoint_of_another(run, capsys):
     (run / "grass").mkdir()
     (run / "grass" / "checkpoint.pt").write_bytes(b"broken")
@@ -354,6 +357,7 @@ def test_evaluate_one_category_ignores_a_broken_checkpoint_of_another(run, capsy
     assert list(json.loads((run / "evaluation" / "summary.json").read_text())["categories"]) == ["brick"]
 
 
+@pytest.mark.slow
 def test_evaluating_categories_one_by_one_keeps_each_in_the_summary(run, data, capsys):
     assert main(["train", "--data-root", str(data), "--category", "grass", "--epochs", "2", "--out-dir", str(run),
                  *TINY]) == 0
@@ -376,14 +380,25 @@ def test_option_values_are_explained(argv, named, capsys):
     assert named in err and "_positive_int" not in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_a_bug_is_not_dressed_as_an_input_error(finished, tmp_path, monkeypatch):
     def bug(*args, **kwargs):
         raise KeyError("a bug")
-    monkeypatch.setattr("rdtutorial.cli.evaluate", bug)
+    monkeypatch.setattr("rdtutorial.categories.evaluate", bug)
     with pytest.raises(KeyError, match="a bug"):  # a traceback, not "error: ..."
         main(["evaluate", str(finished), "--out-dir", str(tmp_path / "eval"), "--no-progress"])
 
 
+def test_a_value_error_inside_the_package_is_a_traceback_not_an_input_error(data, tmp_path, monkeypatch, capsys):
+    def broken_loss(*args, **kwargs):
+        raise ValueError("a bug deep in a loss")
+    monkeypatch.setattr("rdtutorial.losses.kd_loss", broken_loss)  # called by rdpp_loss at every training step
+    with pytest.raises(ValueError, match="a bug deep in a loss"):  # a traceback, not "error: ..."
+        _train(data, tmp_path / "out", "--epochs", "1")
+    assert "error:" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_demo_into_a_folder_holding_a_run_is_refused_before_making_data(run, tmp_path, capsys):
     before = _files(run / "brick")
     assert main(["demo", "--data-root", str(tmp_path / "demo"), "--out-dir", str(run / "brick"), "--epochs", "1",

@@ -39,6 +39,7 @@ def mvtec_root(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.slow
 def test_chapter_runs_in_the_paper_profile_quick_mode(path, mvtec_root, tmp_path, monkeypatch):
     for name, value in {
         "RDT_PROFILE": "paper",

@@ -21,8 +21,9 @@ def test_estimate_is_epochs_times_steps_times_step_time_plus_one_evaluation():
     assert "all 15 categories (3060 epochs)" in text and "not measured (no GPU)" in text
 
 
+@pytest.mark.slow
 def test_measure_schedule_runs_the_step_on_the_cpu():
     cfg = preset("demo", image_size=64, batch_size=2, noise_size=(3, 8), eval_batch_size=2)
     est = measure_schedule(cfg, repeats=1, warmup=0)
-    assert est.step_s > 0 and est.eval_s_per_image > 0 and est.peak_memory_gib is None
-    assert est.total_s > sum(PAPER_EPOCHS.values()) * est.step_s
+    assert est.step_s > 0 and est.eval_s_per_image > 0
+    assert est == estimate_schedule(est.step_s, est.eval_s_per_image, batch_size=2, device="cpu")

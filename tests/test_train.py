@@ -12,31 +12,18 @@ import torch
 
 from rdtutorial.checkpoint import load_checkpoint
 from rdtutorial.config import PAPER_EPOCHS, TrainConfig, preset
-from rdtutorial.data import make_demo_dataset
-from rdtutorial.train import NonFiniteLossError, build_model, load_trained, train
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("demo")
-    make_demo_dataset(root, image_size=64, n_train=8, n_test_good=4, n_test_defect=2, categories=("brick",))
-    return root
-
-
-def tiny_config(root, **changes) -> TrainConfig:
-    base = dict(data_root=str(root), category="brick", image_size=64, batch_size=4, epochs=2,
-                noise_size=(4, 12), progress=False, eval_batch_size=8)
-    return preset("demo", **{**base, **changes})
+from rdtutorial.evaluate import evaluate
+from rdtutorial.train import NonFiniteLossError, build_datasets, build_model, load_trained, train
 
 
 @pytest.mark.parametrize("method", ["rd", "rdpp"])
-def test_train_runs_and_evaluates(tiny_root, tmp_path, method):
-    model, history = train(tiny_config(tiny_root, method=method, out_dir=str(tmp_path)))
+@pytest.mark.slow
+def test_train_runs_and_evaluates(tiny_config, tmp_path, method):
+    cfg = tiny_config(method=method, out_dir=str(tmp_path))
+    model, history = train(cfg)
     assert [e["epoch"] for e in history.epochs] == [1, 2]
     final = history.evals[-1]
     assert final["epoch"] == 2
-    for metric in ("image_auroc", "pixel_auroc", "aupro"):
-        assert 0.0 <= final[metric] <= 1.0
     if method == "rdpp":
         assert all(history.epochs[-1][k] > 0 for k in ("kd", "ssot", "recon"))
     assert json.loads((tmp_path / "metrics.json").read_text()) == final
@@ -44,15 +31,19 @@ def test_train_runs_and_evaluates(tiny_root, tmp_path, method):
     assert cfg.method == method
     for (name, a), b in zip(model.state_dict().items(), reloaded.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
+    metrics = evaluate(reloaded, build_datasets(cfg)[1], cfg.eval_batch_size, progress=False).metrics
+    assert metrics == pytest.approx({k: v for k, v in final.items() if k != "epoch"}, abs=1e-6)  # the final model's
 
 
-def test_training_changes_the_student_and_lowers_kd(tiny_root):
-    _, history = train(tiny_config(tiny_root, method="rd", epochs=4, eval_every=0))
+@pytest.mark.slow
+def test_training_changes_the_student_and_lowers_kd(tiny_config):
+    _, history = train(tiny_config(method="rd", epochs=4, eval_every=0))
     assert history.epochs[-1]["kd"] < history.epochs[0]["kd"]
 
 
-def test_checkpoint_loads_with_weights_only(tiny_root, tmp_path):
-    train(tiny_config(tiny_root, epochs=1, out_dir=str(tmp_path)))
+@pytest.mark.slow
+def test_checkpoint_loads_with_weights_only(tiny_config, tmp_path):
+    train(tiny_config(epochs=1, out_dir=str(tmp_path)))
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1 and not any(k.startswith("teacher.") for k in state["model"])
 
@@ -67,7 +58,8 @@ train(cfg)
 """
 
 
-def test_resume_after_a_kill_is_bit_identical(tiny_root, tmp_path):
+@pytest.mark.slow
+def test_resume_after_a_kill_is_bit_identical(tiny_root, tiny_config, tmp_path):
     killed = tmp_path / "killed"
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tiny_root), str(killed)])
     ckpt = killed / "checkpoint.pt"
@@ -81,7 +73,7 @@ def test_resume_after_a_kill_is_bit_identical(tiny_root, tmp_path):
         child.wait()
     done_epochs = load_checkpoint(ckpt)["epoch"]
     assert 1 <= done_epochs < 6, "the run should have been killed part-way"
-    cfg = tiny_config(tiny_root, epochs=6, checkpoint_every=1, out_dir=str(killed))
+    cfg = tiny_config(epochs=6, checkpoint_every=1, out_dir=str(killed))
     resumed, resumed_history = train(cfg.replace(resume=True))
     straight, straight_history = train(cfg.replace(out_dir=str(tmp_path / "straight")))
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
@@ -90,10 +82,11 @@ def test_resume_after_a_kill_is_bit_identical(tiny_root, tmp_path):
     assert resumed_history.evals[-1] == straight_history.evals[-1]
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_root, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tiny_config, tmp_path, monkeypatch):
     import rdtutorial.train as train_module
 
-    cfg = tiny_config(tiny_root, method="rd", epochs=3, checkpoint_every=1, out_dir=str(tmp_path))
+    cfg = tiny_config(method="rd", epochs=3, checkpoint_every=1, out_dir=str(tmp_path))
     real_kd = train_module.kd_loss
     calls = {"n": 0}
 
@@ -158,15 +151,15 @@ def test_presets():
     assert preset("demo", category="grass").category_seed() != demo.category_seed()
 
 
-def test_cuda_request_without_gpu_fails_clearly(tiny_root):
+def test_cuda_request_without_gpu_fails_clearly(tiny_config):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(RuntimeError, match="no CUDA GPU"):
-        train(tiny_config(tiny_root, device="cuda"))
+        train(tiny_config(device="cuda"))
 
 
-def test_build_model_leaves_the_global_random_stream_alone(tiny_root):
-    cfg = tiny_config(tiny_root, teacher_weights=None)
+def test_build_model_leaves_the_global_random_stream_alone(tiny_config):
+    cfg = tiny_config(teacher_weights=None)
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)

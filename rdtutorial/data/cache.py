@@ -20,30 +20,53 @@ from torch.utils.data import DataLoader, Dataset
 from .io import DatasetError
 
 
+def to_uint8(item: dict, index: int, source: str = "the dataset") -> Tensor:
+    """The item's image in [0, 1] as uint8 levels, or a DatasetError naming the item (its ``index`` in
+    ``source``, and its path if it has one): the cast would silently turn NaN and infinities into 0 and
+    wrap values outside [0, 1] (-0.5 becomes 128), so they are refused here, before any training."""
+    image = item["image"]
+    levels = image.mul(255).round_()
+    if torch.isnan(levels).any():
+        problem = "NaN values"
+    elif torch.isinf(levels).any():
+        problem = "infinite values"
+    elif levels.min() < 0 or levels.max() > 255:
+        problem = f"values from {image.min().item():.4g} to {image.max().item():.4g}"
+    else:
+        return levels.to(torch.uint8)
+    path = f" ({item['path']})" if item.get("path") else ""
+    raise DatasetError(f"item {index} of {source}{path}: its image has {problem}; "
+                       "a dataset must yield images of finite values in [0, 1]")
+
+
 class CachedImages(Dataset):
     """Every item of ``dataset`` (``{"image", "mask", "label", "defect", "path"}``) read once.
 
     ``cache[i]`` is an item like the source's (image float32 in [0, 1], mask
     float32 in {0, 1}, on ``device``), so :func:`rdtutorial.evaluate.evaluate`
     takes it as it is; :meth:`images` gathers a training batch.
-    ``num_workers`` processes decode the files.
+    ``num_workers`` processes decode the files. An image with NaN, infinite
+    or out-of-range values is refused (:func:`to_uint8`), naming the item by
+    its index in ``name`` (e.g. "the train set") and its path.
     """
 
-    def __init__(self, dataset: Dataset, device: str | torch.device = "cpu", num_workers: int = 0) -> None:
+    def __init__(
+        self, dataset: Dataset, device: str | torch.device = "cpu", num_workers: int = 0, name: str = "the dataset"
+    ) -> None:
         if len(dataset) == 0:
-            raise DatasetError("cannot cache an empty dataset")
+            raise DatasetError(f"cannot cache {name}: it is empty")
         images, masks = [], []
         self.labels: list[int] = []
         self.defects: list[str] = []
         self.paths: list[str] = []
-        for item in DataLoader(dataset, batch_size=None, num_workers=num_workers):
+        for index, item in enumerate(DataLoader(dataset, batch_size=None, num_workers=num_workers)):
             image = item["image"]
             if images and image.shape != images[0].shape:
                 raise DatasetError(
                     f"image {item['path']} is {tuple(image.shape)} but the first one is {tuple(images[0].shape)}: "
                     "caching needs one image size (set image_size)"
                 )
-            images.append(image.mul(255).round_().to(torch.uint8))
+            images.append(to_uint8(item, index, name))
             masks.append(item["mask"] >= 0.5)
             self.labels.append(int(item["label"]))
             self.defects.append(item["defect"])

@@ -3,26 +3,34 @@
 The download streams with ``urllib`` and resumes a partial ``.part`` file with an
 HTTP Range request; the archive's SHA-256 is checked before anything is
 extracted; extraction refuses absolute paths, ``..``, special files and links
-that leave the target folder, and unpacks only the requested categories.
+that leave the target folder, and unpacks only the requested categories
+(and top-level files that are not there yet: nothing outside the requested
+category folders is overwritten). An archive that cannot be read to its end
+is one error naming it.
 We write the member checks ourselves so Python 3.10/3.11 without tarfile's
 ``data`` filter are safe too (where the filter exists it is used as well).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import lzma
 import os
 import re
 import shutil
 import tarfile
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError, InputError
 from .io import list_images
 from .mvtec import NORMAL, MVTecAD
 
@@ -36,7 +44,7 @@ MVTEC_PAGE = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
 _CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(InputError, RuntimeError):
     """The archive could not be fetched, failed its checksum, or is unsafe to extract."""
 
 
@@ -65,7 +73,7 @@ def download_mvtec(
     """
     root = Path(root)
     wanted = _check_categories(categories)
-    _check_source(url, sha256, timeout)
+    check_source(url, sha256, timeout)
     missing = [c for c in wanted if not is_complete(root / c)]
     if not missing:
         return root
@@ -92,19 +100,19 @@ def _check_categories(categories: list[str] | tuple[str, ...] | None) -> list[st
         categories = [categories]
     unknown = [c for c in categories if c not in MVTecAD.CATEGORIES]
     if unknown:
-        raise ValueError(f"unknown MVTec AD categories {unknown}; valid ones are {list(MVTecAD.CATEGORIES)}")
+        raise ConfigError(f"unknown MVTec AD categories {unknown}; valid ones are {list(MVTecAD.CATEGORIES)}")
     return list(categories)
 
 
-def _check_source(url: str, sha256: str, timeout: float) -> None:
+def check_source(url: str, sha256: str, timeout: float) -> None:
     """Refuse a bad ``url``, ``sha256`` or ``timeout`` before anything is fetched (the archive is ~5 GB)."""
     if not re.fullmatch(r"[0-9a-fA-F]{64}", sha256 or ""):
-        raise ValueError(f"sha256 {sha256!r} is not a SHA-256: expected 64 hexadecimal digits "
-                         f"(the official archive's is {MVTEC_SHA256})")
+        raise ConfigError(f"sha256 {sha256!r} is not a SHA-256: expected 64 hexadecimal digits "
+                          f"(the official archive's is {MVTEC_SHA256})")
     if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
-        raise ValueError(f"url {url!r} is not an http(s):// or file:// address")
+        raise ConfigError(f"url {url!r} is not an http(s):// or file:// address")
     if not timeout > 0:
-        raise ValueError(f"timeout {timeout!r} must be a number of seconds > 0")
+        raise ConfigError(f"timeout {timeout!r} must be a number of seconds > 0")
 
 
 def _manual_hint(archive: Path, sha256: str) -> str:
@@ -223,16 +231,43 @@ def safe_extract(archive: str | Path, dest: str | Path, categories: list[str]) -
     """Extract ``categories`` (and top-level files) of a tar archive into ``dest``, refusing unsafe members.
 
     Every member is checked (any unsafe one aborts the whole extraction);
-    the wanted ones go to a staging folder inside ``dest``, each checked again
-    against the real file system before and after it is written, and are
-    moved into place only once everything succeeded.
+    the wanted ones go to a fresh staging folder inside ``dest``, each checked
+    again against the real file system before and after it is written, and
+    are moved into place only once everything succeeded. Only the category
+    folders are merged into existing ones: a top-level file (license, readme)
+    is placed only where ``dest`` has nothing of its name, so no member can
+    replace the archive itself or a file of the user's. An archive that
+    cannot be read to its end (truncated, damaged, not a tar file) is a
+    DownloadError naming it.
     """
     archive, dest = Path(archive), Path(dest)
-    staging = dest / ".extracting"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=dest))
     real_staging = Path(os.path.realpath(staging))
     options = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    try:
+        _extract_wanted(archive, categories, staging, real_staging, options)
+        _check_links(staging, real_staging)
+        found = [c for c in categories if (staging / c).is_dir()]
+        if sorted(found) != sorted(categories):
+            raise DownloadError(f"{archive} has no folder for categories {sorted(set(categories) - set(found))}")
+        for entry in staging.iterdir():
+            if entry.name in categories:
+                _move(entry, dest / entry.name)
+            elif not os.path.lexists(dest / entry.name):
+                os.replace(entry, dest / entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# What reading a truncated or damaged tar, tar.gz, tar.bz2 or tar.xz raises (ReadError: not a tar file, or a
+# member's data cut short; EOFError: a compressed stream cut short).
+_UNREADABLE = (tarfile.ReadError, EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile)
+
+
+def _extract_wanted(archive: Path, categories: list[str], staging: Path, real_staging: Path, options: dict) -> None:
+    """Extract the members under ``categories`` and the top-level files into ``staging``; an archive that
+    cannot be read to its end is one DownloadError naming it (not tarfile's or lzma's exception)."""
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tqdm(tar, unit=" files", desc=f"extracting {archive.name}"):
@@ -240,14 +275,11 @@ def safe_extract(archive: str | Path, dest: str | Path, categories: list[str]) -
                 if not parts or not (parts[0] in categories or (len(parts) == 1 and member.isfile())):
                     continue
                 _extract_member(tar, member, parts, staging, real_staging, options)
-        _check_links(staging, real_staging)
-        found = [c for c in categories if (staging / c).is_dir()]
-        if sorted(found) != sorted(categories):
-            raise DownloadError(f"{archive} has no folder for categories {sorted(set(categories) - set(found))}")
-        for entry in staging.iterdir():
-            _move(entry, dest / entry.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    except _UNREADABLE as err:
+        reason = str(err).splitlines()[0].rstrip(":")  # tarfile lists each compression it tried below
+        raise DownloadError(
+            f"cannot read {archive}: {reason}. The archive is truncated or damaged: delete it and download it again"
+        ) from err
 
 
 def _extract_member(tar, member, parts, staging: Path, real_staging: Path, options: dict) -> None:
@@ -258,6 +290,8 @@ def _extract_member(tar, member, parts, staging: Path, real_staging: Path, optio
         raise DownloadError(f"refusing archive member {member.name!r}: hard link resolves outside the target folder")
     try:
         tar.extract(member, staging, **options)
+    except tarfile.ReadError:
+        raise  # damaged data, not an unsafe member: safe_extract names the archive
     except tarfile.TarError as err:  # includes the data filter's refusals
         raise DownloadError(f"refusing archive member {member.name!r}: {err}") from err
     if member.issym() and not _inside(target, real_staging):

@@ -66,7 +66,7 @@ def find_mask(folder: Path, stem: str, image: Path) -> Path:
 def check_split(split: str) -> str:
     """``split`` if it is 'train' or 'test', else a ValueError."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
     return split
 
 

@@ -7,6 +7,7 @@ the same antialiased bilinear filter (torch); the mask is then thresholded at 0.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import InputError
+
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg")
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError, ValueError):
     """A dataset file or folder is missing, unreadable or not what was expected."""
 
 
@@ -45,18 +48,30 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def _open(path: Path) -> Image.Image:
-    """Open and fully decode ``path``; PIL errors (unknown format, truncated data) become DatasetError."""
+    """Open and fully decode ``path``; PIL errors (unknown format, truncated data, too many pixels) become
+    DatasetError. Every image and mask the package reads is decoded here."""
     try:
         with Image.open(path) as img:
             img.load()
             return img.copy()
     except FileNotFoundError:
         raise DatasetError(f"image file not found: {path}") from None
+    except Image.DecompressionBombError as err:
+        raise DatasetError(_bomb_message(path, err)) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DatasetError(
             f"cannot read image {path}: {err}. Expected a complete PNG, BMP or JPEG file; "
             "re-copy or re-download it."
         ) from err
+
+
+def _bomb_message(path: Path, err: Image.DecompressionBombError) -> str:
+    """Name the file and its pixel count: Pillow refuses images over twice ``Image.MAX_IMAGE_PIXELS``
+    (a tiny PNG can decode to gigabytes), and its own message names neither file nor remedy."""
+    pixels = re.search(r"\((\d+) pixels\)", str(err))
+    size = f"{pixels.group(1)} pixels" if pixels else f"too many pixels ({err})"
+    return (f"image {path} has {size}, more than Pillow allows ({2 * Image.MAX_IMAGE_PIXELS}; a possible "
+            "decompression bomb): shrink it, or raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine")
 
 
 def _to_array(img: Image.Image) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Models of reverse distillation: teachers, RD++ projections, OCBE, student decoder."""
 
 from .blocks import Bottleneck
-from .bottleneck import OCBE
+from .ocbe import OCBE
 from .decoder import Decoder
 from .projection import MultiScaleProjection, Projection
 from .rd import DistillationOutput, RDPlusPlus, ReverseDistillation

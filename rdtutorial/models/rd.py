@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from .bottleneck import OCBE
+from .ocbe import OCBE
 from .decoder import Decoder
 from .projection import MultiScaleProjection
 from .teacher import Teacher

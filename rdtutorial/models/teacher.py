@@ -18,14 +18,15 @@ import torch
 from torch import Tensor, nn
 from torchvision import models as tvm
 
-from ..checkpoint import read_torch_file
+from ..choices import TEACHERS
+from ..errors import CheckpointError, ConfigError, InputError
+from ..safe_load import read_torch_file
 
-TEACHERS = ("wide_resnet50_2", "efficientnet_lite0")
 _WEIGHTS_FILE = "teacher weights file (TrainConfig.teacher_weights, RDT_TEACHER_WEIGHTS)"
 STRIDES = (4, 8, 16)
 
 
-class TeacherWeightsError(RuntimeError):
+class TeacherWeightsError(InputError, RuntimeError):
     """ImageNet weights of a teacher could not be fetched (the message says how to place them by hand)."""
 
 
@@ -92,13 +93,13 @@ def build_teacher(name: str, weights: str | os.PathLike | None = "imagenet") -> 
         return _wide_resnet50_2(weights)
     if name == "efficientnet_lite0":
         return _efficientnet_lite0(weights)
-    raise ValueError(f"unknown teacher {name!r}; choose one of {TEACHERS}")
+    raise ConfigError(f"unknown teacher {name!r}; choose one of {TEACHERS}")
 
 
 def _load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
     state = read_torch_file(path, _WEIGHTS_FILE)
     if not isinstance(state, dict):
-        raise ValueError(f"{_WEIGHTS_FILE} {path} does not hold a state dict (found {type(state).__name__})")
+        raise CheckpointError(f"{_WEIGHTS_FILE} {path} does not hold a state dict (found {type(state).__name__})")
     return state
 
 
@@ -107,7 +108,7 @@ def _load_weights(net: nn.Module, state: dict[str, Tensor], path: str | os.PathL
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError:
-        raise ValueError(f"{_WEIGHTS_FILE} {path} does not hold the weights of a {name} classifier "
+        raise CheckpointError(f"{_WEIGHTS_FILE} {path} does not hold the weights of a {name} classifier "
                          "(its tensor names or shapes differ)") from None
 
 

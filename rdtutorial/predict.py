@@ -1,0 +1,121 @@
+"""Scoring new images with a trained checkpoint: heat-map overlays and a CSV of scores.
+
+Every PNG/JPEG/BMP image of a folder (or one image) is resized to the
+model's input size and scored by the maximum of its anomaly map, as in
+evaluation. The maps are drawn over the original images with one colour
+scale for the whole folder, so colours compare across images.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import CheckpointError, find_checkpoints
+from .data.io import IMAGE_EXTENSIONS, is_image_file, list_images, load_image, resize_image
+from .errors import ConfigError
+from .evaluate import predict_maps
+from .report import save_overlay
+from .runs import RunFolderError, check_writable
+from .train import load_trained
+
+SCORES_NAME = "scores.csv"
+
+
+@dataclass
+class Predictions:
+    """What :func:`predict_images` wrote: the images, their scores, their overlays' names and the colour scale."""
+
+    images: list[Path]
+    scores: list[float]
+    overlays: list[str]
+    vmin: float
+    vmax: float
+    out_dir: Path
+
+    def count_above(self, threshold: float) -> int:
+        return sum(s > threshold for s in self.scores)
+
+
+def input_images(path: str | os.PathLike) -> list[Path]:
+    """``path`` if it is an image file, else the images in the folder ``path``."""
+    path = Path(path)
+    if is_image_file(path):
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is neither an image file ({', '.join(IMAGE_EXTENSIONS)}) nor a folder")
+    images = list_images(path)
+    if not images:
+        raise FileNotFoundError(f"no PNG, BMP or JPEG images in {path}")
+    return images
+
+
+def prediction_folder(out_dir: str | os.PathLike, source: str | os.PathLike) -> Path:
+    """``out_dir``, writable and not the folder of the input images (whose overlays would be scored next time)."""
+    out_dir, source = Path(out_dir), Path(source)
+    folder = source if source.is_dir() else source.parent
+    if out_dir.resolve() == folder.resolve():
+        raise RunFolderError(f"--out-dir {out_dir} is the folder of the input images: the overlays and scores.csv "
+                             "would be mixed with them (and scored as images by the next run); choose another "
+                             "--out-dir")
+    return check_writable(out_dir)
+
+
+def overlay_names(images: list[Path]) -> list[str]:
+    """``<stem>_map.png`` per image; ``<name>_map.png`` where two images share a stem (a.png, a.jpg)."""
+    stems = [p.stem for p in images]
+    return [f"{p.stem if stems.count(p.stem) == 1 else p.name}_map.png" for p in images]
+
+
+@torch.no_grad()
+def predict_images(checkpoint: str | os.PathLike, source: str | os.PathLike, out_dir: str | os.PathLike,
+                   threshold: float | None = None, vmin: float | None = None, vmax: float | None = None,
+                   batch_size: int = 16, device: str = "cpu", progress: bool = True) -> Predictions:
+    """Score the images at ``source`` with the model of ``checkpoint`` (a file, or a folder holding one).
+
+    Writes ``out_dir/<image>_map.png`` overlays (colour scale ``vmin`` to ``vmax``, default the lowest and
+    highest map value) and ``out_dir/scores.csv`` (path, score, with ``threshold`` an ``anomalous`` 0/1
+    column, overlay).
+    """
+    ckpt = find_checkpoints(checkpoint)
+    if len(ckpt) != 1:
+        raise CheckpointError(f"{checkpoint} holds {len(ckpt)} checkpoints; pass one checkpoint.pt")
+    if vmin is not None and vmax is not None and vmax <= vmin:
+        raise ConfigError(f"--vmax {vmax} must be greater than --vmin {vmin}")
+    images = input_images(source)
+    out_dir = prediction_folder(out_dir, source)
+    model, cfg = load_trained(ckpt[0], device)
+    size = (cfg.image_size, cfg.image_size)
+    maps, scores = [], []
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):
+        batch = torch.stack([resize_image(load_image(p), size) for p in images[start:start + batch_size]])
+        m = predict_maps(model, batch.to(device)).float()
+        scores.extend(m.flatten(1).amax(1).cpu().tolist())
+        maps.extend(m.cpu().half())
+    vmin = vmin if vmin is not None else float(min(m.min() for m in maps))
+    vmax = vmax if vmax is not None else float(max(m.max() for m in maps))
+    names = overlay_names(images)
+    for path, amap, name in tqdm(list(zip(images, maps, names)), desc="overlays", disable=not progress):
+        image = load_image(path)
+        full = F.interpolate(amap[None].float(), size=image.shape[-2:], mode="bilinear", align_corners=False)
+        save_overlay(out_dir / name, image.permute(1, 2, 0).numpy(), full[0, 0].numpy(), vmin, vmax)
+    write_scores(out_dir / SCORES_NAME, images, scores, names, threshold)
+    return Predictions(images, scores, names, vmin, vmax, out_dir)
+
+
+def write_scores(path: Path, images: list[Path], scores: list[float], names: list[str],
+                 threshold: float | None) -> None:
+    """The CSV of :func:`predict_images`: path, score[, anomalous], overlay."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "score"] + (["anomalous"] if threshold is not None else []) + ["overlay"])
+        for image, score, name in zip(images, scores, names):
+            flag = [int(score > threshold)] if threshold is not None else []
+            writer.writerow([str(image), f"{score:.6f}", *flag, name])
