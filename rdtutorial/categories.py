@@ -24,7 +24,7 @@ from .data import DatasetError, list_categories
 from .evaluate import check_test_set, evaluate
 from .history import History
 from .metrics import METRICS
-from .runs import check_writable, previous_results, write_summary
+from .runs import check_writable, previous_results, run_lock, write_summary
 from .train import build_dataset, build_datasets, load_trained, preflight, train
 
 Trained = Callable[[TrainConfig, nn.Module, History, Dataset], None]
@@ -52,18 +52,19 @@ def train_categories(configs: list[TrainConfig], out_dir: str | os.PathLike,
     Returns every category of the summary: those of earlier calls with the same settings, then these.
     """
     out_dir = check_writable(out_dir)
-    results = previous_results(out_dir, "train", shared_settings(configs[0]))  # other categories of this run
-    runs = [(cfg, build_datasets(cfg)) for cfg in configs]
-    for cfg, (_, test_set) in runs:  # every category's, before the first trains
-        preflight(cfg.out_dir, cfg.resume, test_set)
-    for cfg, datasets in runs:
-        model, history = train(cfg, datasets)
-        results[cfg.category] = {**{m: history.evals[-1][m] for m in METRICS}, "epochs": cfg.epochs,
-                                 "train_seconds": sum(e["seconds"] for e in history.epochs)}
-        if on_trained is not None:
-            on_trained(cfg, model, history, datasets[1])
-        write_summary(out_dir, "train", results, cfg)
-    return results
+    with run_lock(out_dir):  # the summary's folder, one run at a time (each category's folder: train's own)
+        results = previous_results(out_dir, "train", shared_settings(configs[0]))  # other categories of this run
+        runs = [(cfg, build_datasets(cfg)) for cfg in configs]
+        for cfg, (_, test_set) in runs:  # every category's, before the first trains
+            preflight(cfg.out_dir, cfg.resume, test_set)
+        for cfg, datasets in runs:
+            model, history = train(cfg, datasets)
+            results[cfg.category] = {**{m: history.evals[-1][m] for m in METRICS}, "epochs": cfg.epochs,
+                                     "train_seconds": sum(e["seconds"] for e in history.epochs)}
+            if on_trained is not None:
+                on_trained(cfg, model, history, datasets[1])
+            write_summary(out_dir, "train", results, cfg)
+        return results
 
 
 def evaluate_categories(path: str | os.PathLike, out_dir: str | os.PathLike,
@@ -80,30 +81,31 @@ def evaluate_categories(path: str | os.PathLike, out_dir: str | os.PathLike,
     path = Path(path)
     checkpoints = find_checkpoints(path, categories)
     out_dir = check_writable(out_dir)
-    results, previous, cfg = {}, None, None
-    for ckpt in checkpoints:
-        model, cfg = load_trained(ckpt, device)
-        if categories and cfg.category not in categories:
-            continue
-        if cfg.category in results:
-            raise CheckpointError(f"two checkpoints under {path} are for category {cfg.category!r}; evaluate them "
-                                  "one by one")
-        cfg = cfg.replace(data_root=data_root or cfg.data_root)
-        if previous is None:  # categories evaluated into this folder before, checked before any evaluation
-            previous = previous_results(out_dir, "evaluate", shared_settings(cfg))
-        test_set = build_dataset(cfg, "test")
-        check_test_set(test_set)
-        result = evaluate(model, test_set, batch_size or cfg.eval_batch_size, device, progress=progress)
-        folder = out_dir / cfg.category
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "metrics.json").write_text(json.dumps({**result.metrics, "checkpoint": str(ckpt),
-                                                         "data_root": cfg.data_root}, indent=1))
-        if on_evaluated is not None:
-            on_evaluated(cfg, model, test_set, folder)
-        results[cfg.category] = result.metrics
-    missing = sorted(set(categories or []) - set(results))
-    if missing:
-        raise CheckpointError(f"no checkpoint for categories {missing} under {path}")
-    results = {**(previous or {}), **results}
-    write_summary(out_dir, "evaluate", results, cfg)
-    return results
+    with run_lock(out_dir):
+        results, previous, cfg = {}, None, None
+        for ckpt in checkpoints:
+            model, cfg = load_trained(ckpt, device)
+            if categories and cfg.category not in categories:
+                continue
+            if cfg.category in results:
+                raise CheckpointError(f"two checkpoints under {path} are for category {cfg.category!r}; "
+                                      "evaluate them one by one")
+            cfg = cfg.replace(data_root=data_root or cfg.data_root)
+            if previous is None:  # categories evaluated into this folder before, checked before any evaluation
+                previous = previous_results(out_dir, "evaluate", shared_settings(cfg))
+            test_set = build_dataset(cfg, "test")
+            check_test_set(test_set)
+            result = evaluate(model, test_set, batch_size or cfg.eval_batch_size, device, progress=progress)
+            folder = out_dir / cfg.category
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "metrics.json").write_text(json.dumps({**result.metrics, "checkpoint": str(ckpt),
+                                                             "data_root": cfg.data_root}, indent=1))
+            if on_evaluated is not None:
+                on_evaluated(cfg, model, test_set, folder)
+            results[cfg.category] = result.metrics
+        missing = sorted(set(categories or []) - set(results))
+        if missing:
+            raise CheckpointError(f"no checkpoint for categories {missing} under {path}")
+        results = {**(previous or {}), **results}
+        write_summary(out_dir, "evaluate", results, cfg)
+        return results

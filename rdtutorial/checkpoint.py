@@ -13,6 +13,7 @@ reads it, raises :class:`CheckpointError` naming the file.
 from __future__ import annotations
 
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -20,7 +21,8 @@ import torch
 from torch import nn
 
 from .config import resumable_fields
-from .errors import CheckpointError
+from .errors import CheckpointError, StorageError
+from .resources import free_space, storage_failure
 from .safe_load import read_torch_file
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -47,7 +49,11 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], sourc
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``state`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    A full disk, an exceeded quota or a read-only folder raises :class:`StorageError` naming the folder; the
+    previous checkpoint at ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
@@ -55,9 +61,28 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        if not storage_failure(err):
+            raise
+        space = free_space(path.parent)
+        kept = f"the previous {path.name} is intact" if path.is_file() else f"no {path.name} was written"
+        raise StorageError(f"cannot write {path.name} in {path.parent}: the disk is full, over quota or read-only"
+                           f"{f' ({space})' if space else ''}; {kept}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def rescue_checkpoint(state: dict) -> str:
+    """Try once to write ``state`` to a new folder in the system's temporary folder; what became of it, in words."""
+    folder = None
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="rdtutorial-rescue-"))
+        return f"the trained weights are saved in {save_checkpoint(folder / CHECKPOINT_NAME, state)} instead"
+    except (OSError, RuntimeError):
+        if folder is not None:
+            folder.rmdir()
+        return f"they could not be saved in {tempfile.gettempdir()} either"
 
 
 def remove_stale_temporaries(path: Path) -> list[Path]:

@@ -30,7 +30,7 @@ from .metrics import METRICS
 from .options import add_config_options, config_overrides, count, positive_int
 from .predict import SCORES_NAME, predict_images
 from .report import METRIC_NAMES, metrics_table, write_report
-from .runs import SUMMARY_NAME, check_run_folder, check_writable
+from .runs import SUMMARY_NAME, check_run_folder, run_lock
 from .train import NonFiniteLossError, build_datasets, train
 
 DEMO_EPOCHS = 40  # where RD's validation metrics stop improving (book chapter 9)
@@ -61,13 +61,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = preset("demo", data_root=str(Path(args.data_root).resolve()), category=args.category, method=args.method,
                  epochs=args.epochs, image_size=args.image_size, seed=args.seed, eval_every=args.eval_every,
                  out_dir=str(out_dir), device="cpu", progress=not args.no_progress)
-    check_writable(out_dir)
-    check_run_folder(out_dir, resume=False, resumable=False)  # before the dataset is made
-    make_demo_dataset(cfg.data_root, image_size=cfg.image_size)
-    datasets = build_datasets(cfg)
-    tic = time.perf_counter()
-    model, history = train(cfg, datasets)
-    write_report(model, datasets[1], out_dir, cfg.device, history)
+    with run_lock(out_dir):  # the report too: a second demo into this folder is refused until it is written
+        check_run_folder(out_dir, resume=False, resumable=False)  # before the dataset is made
+        make_demo_dataset(cfg.data_root, image_size=cfg.image_size)
+        datasets = build_datasets(cfg)
+        tic = time.perf_counter()
+        model, history = train(cfg, datasets)
+        write_report(model, datasets[1], out_dir, cfg.device, history)
     print(metrics_table({cfg.category: {m: history.evals[-1][m] for m in METRICS}}))
     print(f"trained {cfg.method} on {cfg.category} for {cfg.epochs} epochs in {time.perf_counter() - tic:.0f} s; "
           f"report in {out_dir}: metrics.json, anomaly_maps.png, history.png, {CHECKPOINT_NAME}")
@@ -123,7 +123,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     found = predict_images(args.checkpoint, args.input, args.out_dir, args.threshold, args.vmin, args.vmax,
-                           args.batch_size, _device(args.device), progress=not args.no_progress)
+                           args.batch_size, _device(args.device), progress=not args.no_progress,
+                           overwrite=args.overwrite)
     flagged = f", {found.count_above(args.threshold)} above --threshold {args.threshold}" \
         if args.threshold is not None else ""
     print(f"{len(found.images)} images{flagged}; scores in {found.out_dir / SCORES_NAME}, overlays in "
@@ -210,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vmax", type=float, help="score shown as the hottest colour (default: the highest map value)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default: %(default)s)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the predictions already in --out-dir (its scores.csv and *_map.png are removed)")
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 

@@ -29,6 +29,14 @@ class CheckpointError(InputError, ValueError):
     """A checkpoint or weights file is unreadable, not ours, or does not fit the run that reads it."""
 
 
+class StorageError(InputError, OSError):
+    """A folder cannot take a file: its disk is full, over quota or read-only."""
+
+
+class MemoryLimitError(InputError, RuntimeError):
+    """The run does not fit the device's memory (estimated before the first epoch, or met during it)."""
+
+
 def input_message(err: BaseException) -> str:
     """The one-line message of an input error: an OSError's reason and file; a DataLoader worker's original
     error without the worker's traceback (torch puts it in the message)."""

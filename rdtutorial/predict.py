@@ -26,6 +26,7 @@ from .runs import RunFolderError, check_writable
 from .train import load_trained
 
 SCORES_NAME = "scores.csv"
+OVERLAY_SUFFIX = "_map.png"
 
 
 @dataclass
@@ -56,32 +57,47 @@ def input_images(path: str | os.PathLike) -> list[Path]:
     return images
 
 
-def prediction_folder(out_dir: str | os.PathLike, source: str | os.PathLike) -> Path:
-    """``out_dir``, writable and not the folder of the input images (whose overlays would be scored next time)."""
+def prediction_folder(out_dir: str | os.PathLike, source: str | os.PathLike, overwrite: bool = False) -> Path:
+    """``out_dir``, writable, not the folder of the input images (whose overlays would be scored next time), and
+    without an earlier run's predictions unless ``overwrite``."""
     out_dir, source = Path(out_dir), Path(source)
     folder = source if source.is_dir() else source.parent
     if out_dir.resolve() == folder.resolve():
         raise RunFolderError(f"--out-dir {out_dir} is the folder of the input images: the overlays and scores.csv "
                              "would be mixed with them (and scored as images by the next run); choose another "
                              "--out-dir")
-    return check_writable(out_dir)
+    earlier = earlier_predictions(check_writable(out_dir))
+    if earlier and not overwrite:
+        overlays = sum(p.name.endswith(OVERLAY_SUFFIX) for p in earlier)
+        raise RunFolderError(f"--out-dir {out_dir} already holds predictions ({overlays} overlays *{OVERLAY_SUFFIX}"
+                             f"{', ' + SCORES_NAME if (out_dir / SCORES_NAME) in earlier else ''}): pass --overwrite "
+                             "to replace them, or choose another --out-dir")
+    return out_dir
+
+
+def earlier_predictions(out_dir: Path) -> list[Path]:
+    """The files an earlier :func:`predict_images` left in ``out_dir``: ``scores.csv`` and the ``*_map.png``
+    overlays."""
+    return sorted(p for p in out_dir.iterdir() if p.name == SCORES_NAME or p.name.endswith(OVERLAY_SUFFIX))
 
 
 def overlay_names(images: list[Path]) -> list[str]:
     """``<stem>_map.png`` per image; ``<name>_map.png`` where two images share a stem (a.png, a.jpg)."""
     stems = [p.stem for p in images]
-    return [f"{p.stem if stems.count(p.stem) == 1 else p.name}_map.png" for p in images]
+    return [f"{p.stem if stems.count(p.stem) == 1 else p.name}{OVERLAY_SUFFIX}" for p in images]
 
 
 @torch.no_grad()
 def predict_images(checkpoint: str | os.PathLike, source: str | os.PathLike, out_dir: str | os.PathLike,
                    threshold: float | None = None, vmin: float | None = None, vmax: float | None = None,
-                   batch_size: int = 16, device: str = "cpu", progress: bool = True) -> Predictions:
+                   batch_size: int = 16, device: str = "cpu", progress: bool = True,
+                   overwrite: bool = False) -> Predictions:
     """Score the images at ``source`` with the model of ``checkpoint`` (a file, or a folder holding one).
 
     Writes ``out_dir/<image>_map.png`` overlays (colour scale ``vmin`` to ``vmax``, default the lowest and
     highest map value) and ``out_dir/scores.csv`` (path, score, with ``threshold`` an ``anomalous`` 0/1
-    column, overlay).
+    column, overlay). A folder holding earlier predictions is refused; with ``overwrite``, they are removed
+    (once the new maps are computed), so old and new files are never mixed.
     """
     ckpt = find_checkpoints(checkpoint)
     if len(ckpt) != 1:
@@ -89,7 +105,7 @@ def predict_images(checkpoint: str | os.PathLike, source: str | os.PathLike, out
     if vmin is not None and vmax is not None and vmax <= vmin:
         raise ConfigError(f"--vmax {vmax} must be greater than --vmin {vmin}")
     images = input_images(source)
-    out_dir = prediction_folder(out_dir, source)
+    out_dir = prediction_folder(out_dir, source, overwrite)
     model, cfg = load_trained(ckpt[0], device)
     size = (cfg.image_size, cfg.image_size)
     maps, scores = [], []
@@ -101,6 +117,8 @@ def predict_images(checkpoint: str | os.PathLike, source: str | os.PathLike, out
     vmin = vmin if vmin is not None else float(min(m.min() for m in maps))
     vmax = vmax if vmax is not None else float(max(m.max() for m in maps))
     names = overlay_names(images)
+    for stale in earlier_predictions(out_dir):
+        stale.unlink()
     for path, amap, name in tqdm(list(zip(images, maps, names)), desc="overlays", disable=not progress):
         image = load_image(path)
         full = F.interpolate(amap[None].float(), size=image.shape[-2:], mode="bilinear", align_corners=False)

@@ -6,15 +6,22 @@ run where another one lies, and :func:`check_writable` finds a read-only
 folder or a file in the way before hours of training rather than after them.
 A parent folder's ``summary.json`` collects the categories of one set of
 settings: :func:`write_summary` writes it, :func:`previous_results` returns
-its categories, or refuses other settings.
+its categories, or refuses other settings. :func:`run_lock` holds a folder for
+one process while it works there, so a second run into it is refused at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from .checkpoint import CHECKPOINT_NAME
 from .config import TrainConfig, resumable_fields, shared_settings
@@ -23,6 +30,9 @@ from .metrics import mean_metrics
 
 RUN_FILES = (CHECKPOINT_NAME, "history.json", "metrics.json")
 SUMMARY_NAME = "summary.json"
+LOCK_NAME = ".rdtutorial.lock"
+LOCK_INFO_NAME = ".rdtutorial.lock.json"  # who holds the lock: PID, start time, command line
+_held: dict[Path, int] = {}  # folders this process holds, with their nesting depth (a demo's train inside it)
 
 
 class RunFolderError(InputError, ValueError):
@@ -46,6 +56,49 @@ def check_writable(folder: str | os.PathLike, option: str = "--out-dir") -> Path
         raise RunFolderError(f"{option} {folder}: cannot write there ({err.strerror}); choose another "
                              f"{option}") from None
     return folder
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike, option: str = "--out-dir") -> Iterator[Path]:
+    """Hold ``folder`` for this process while the block runs; another process that asks for it is refused at
+    once with the holder's PID and start time.
+
+    The lock is the operating system's (:mod:`filelock`), so a killed holder releases it; the info file a killed
+    holder leaves behind is overwritten by the next run. Nested calls for one folder in one process are allowed.
+    """
+    folder = check_writable(folder, option).resolve()
+    if folder in _held:
+        _held[folder] += 1
+        try:
+            yield folder
+        finally:
+            _held[folder] -= 1
+        return
+    lock = FileLock(folder / LOCK_NAME, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunFolderError(f"{option} {folder} is in use by another run ({lock_holder(folder)}); wait for it to "
+                             f"finish or choose another {option}") from None
+    info = folder / LOCK_INFO_NAME
+    info.write_text(json.dumps({"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                "command": " ".join(sys.argv)}))
+    _held[folder] = 1
+    try:
+        yield folder
+    finally:
+        del _held[folder]
+        info.unlink(missing_ok=True)
+        lock.release()
+
+
+def lock_holder(folder: Path) -> str:
+    """Who holds the lock of ``folder``, from its info file: ``PID 123, started 2026-01-02 08:00:00 (command)``."""
+    try:
+        info = json.loads((folder / LOCK_INFO_NAME).read_text())
+        return f"PID {info['pid']}, started {info['started']} ({info['command']})"
+    except (OSError, ValueError, KeyError, TypeError):  # the holder is still writing it, or an old version holds it
+        return "its PID is not recorded yet"
 
 
 def check_run_folder(folder: str | os.PathLike, resume: bool, resumable: bool = True) -> None:

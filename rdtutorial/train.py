@@ -26,20 +26,21 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_trainable_state, resume_state
-from .checkpoint import save_checkpoint, trainable_state
+from .checkpoint import rescue_checkpoint, save_checkpoint, trainable_state
 from .compiling import compile_parts, first_step
 from .config import TrainConfig, runtime_fields
 from .cpu import fast_cpu
 from .data import BTAD, CachedImages, MVTecAD
 from .device import check_device
 from .diagnostics import projection_diagnostics
-from .errors import ConfigError
+from .errors import ConfigError, MemoryLimitError, StorageError
 from .evaluate import Evaluation, check_test_set, evaluate
 from .history import History
 from .losses import LossWeights, kd_loss, rdpp_loss
 from .models import RDPlusPlus, ReverseDistillation, build_teacher
 from .noise import PseudoAnomaly
-from .runs import check_run_folder, check_writable
+from .resources import check_disk, check_memory, out_of_memory
+from .runs import check_run_folder, check_writable, run_lock
 
 
 class NonFiniteLossError(RuntimeError):
@@ -198,10 +199,18 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
     (``metrics.json``) and, every ``checkpoint_every`` epochs and at the end,
     ``checkpoint.pt`` are written there; ``resume=True`` continues from it,
     bit-identically on a CPU. It runs under :func:`rdtutorial.cpu.fast_cpu`
-    (subnormal floats flushed to zero, freed memory kept for the next step).
+    (subnormal floats flushed to zero, freed memory kept for the next step), holding ``out_dir``
+    (:func:`rdtutorial.runs.run_lock`: a second run into it is refused). Running out of memory raises
+    :class:`~rdtutorial.errors.MemoryLimitError` (a GPU's ``OutOfMemoryError`` is left as it is).
     """
-    with fast_cpu():
-        return _train(cfg, datasets)
+    with fast_cpu(), run_lock(cfg.out_dir, "out_dir") if cfg.out_dir else contextlib.nullcontext():
+        try:
+            return _train(cfg, datasets)
+        except RuntimeError as err:
+            if not out_of_memory(err) or isinstance(err, torch.OutOfMemoryError):
+                raise
+            raise MemoryLimitError(f"out of memory at image_size {cfg.image_size}, batch_size {cfg.batch_size} "
+                                   f"on {cfg.device}: lower --batch-size or --image-size") from None
 
 
 def _train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None) -> tuple[nn.Module, History]:
@@ -212,6 +221,9 @@ def _train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None) -> tuple[
     preflight(cfg.out_dir, cfg.resume, test_set)  # before the first epoch: the end must not fail on these
     state = resume_state(cfg)  # the checkpoint to continue from, checked against cfg, or None
     model = build_model(cfg)
+    check_memory(model.teacher, cfg.image_size, cfg.batch_size, cfg.device)
+    if cfg.out_dir:
+        check_disk(cfg.out_dir, model)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.compile:
@@ -240,10 +252,13 @@ def _train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None) -> tuple[
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and not torch.cuda.is_bf16_supported())
 
     def checkpoint(epoch: int) -> None:
-        save_checkpoint(out_dir / CHECKPOINT_NAME, {
-            "epoch": epoch, "model": trainable_state(model), "optimizers": [o.state_dict() for o in optimizers],
-            "rng": _rng_state(loader_gen, noise_gen), "history": history.to_dict(), "config": cfg.to_dict(),
-        })
+        """Save the run; where its folder cannot take it, save it in the temporary folder and say where."""
+        state = {"epoch": epoch, "model": trainable_state(model), "optimizers": [o.state_dict() for o in optimizers],
+                 "rng": _rng_state(loader_gen, noise_gen), "history": history.to_dict(), "config": cfg.to_dict()}
+        try:
+            save_checkpoint(out_dir / CHECKPOINT_NAME, state)
+        except StorageError as err:
+            raise StorageError(f"{err}; {rescue_checkpoint(state)} (epoch {epoch})") from None
 
     for epoch in range(start + 1, cfg.epochs + 1):
         model.train()

@@ -32,7 +32,7 @@ OPTIONS = {
               "--out-dir", "--checkpoint-every", "--resume", "--eval-every", "--seed", "--no-progress"],
     "evaluate": ["checkpoint", "--data-root", "--category", "--batch-size", "--device", "--out-dir", "--no-progress"],
     "predict": ["checkpoint", "input", "--out-dir", "--threshold", "--vmin", "--vmax", "--batch-size", "--device",
-                "--no-progress"],
+                "--overwrite", "--no-progress"],
     "download": ["--root", "--category", "--url", "--sha256", "--timeout"],
 }
 
@@ -125,7 +125,7 @@ def test_train_evaluate_predict_round_trip(tiny_root, tmp_path, capsys):
 
     threshold = float(np.median(scores))
     assert main(["predict", str(run / "brick"), str(images), "--out-dir", str(pred), "--threshold", str(threshold),
-                 "--no-progress"]) == 0
+                 "--overwrite", "--no-progress"]) == 0  # the same folder again: its predictions are replaced
     rows = _rows(pred / "scores.csv")
     assert [int(r["anomalous"]) for r in rows] == [int(s > threshold) for s in scores]
     assert {int(r["anomalous"]) for r in rows} == {0, 1}

@@ -11,7 +11,8 @@ LAYERS = [
     {"simplex", "sinkhorn", "anomaly_map", "metrics", "safe_load"},
     {"models", "losses", "noise", "data"},
     {"config", "train", "evaluate", "checkpoint", "runs", "categories", "history", "diagnostics", "schedule",
-     "cpu", "device", "compiling", "baselines", "threshold", "export"},
+     "cpu", "device", "compiling", "baselines", "threshold", "export",
+     "resources"},
     {"cli", "options", "predict", "report", "profiles", "animation", "ablation", "__main__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
