@@ -55,8 +55,8 @@ def train_categories(configs: list[TrainConfig], out_dir: str | os.PathLike,
     with run_lock(out_dir):  # the summary's folder, one run at a time (each category's folder: train's own)
         results = previous_results(out_dir, "train", shared_settings(configs[0]))  # other categories of this run
         runs = [(cfg, build_datasets(cfg)) for cfg in configs]
-        for cfg, (_, test_set) in runs:  # every category's, before the first trains
-            preflight(cfg.out_dir, cfg.resume, test_set)
+        for cfg, (train_set, test_set) in runs:  # every category's, before the first trains
+            preflight(cfg, train_set, test_set)
         for cfg, datasets in runs:
             model, history = train(cfg, datasets)
             results[cfg.category] = {**{m: history.evals[-1][m] for m in METRICS}, "epochs": cfg.epochs,

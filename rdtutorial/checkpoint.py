@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import resumable_fields
+from .config import legacy_values, resumable_fields
 from .errors import CheckpointError, StorageError
 from .resources import free_space, storage_failure
 from .safe_load import read_torch_file
@@ -136,7 +136,7 @@ def check_resumable(state: dict, config: dict, path: str | os.PathLike) -> None:
     Only the settings that :func:`rdtutorial.config.resumable_fields` names may
     differ, and ``epochs`` may not fall below the checkpoint's epoch.
     """
-    saved, resumable = state["config"], resumable_fields()
+    saved, resumable = {**legacy_values(), **state["config"]}, resumable_fields()  # older runs: their values
     changed = [k for k in config if k in saved and k not in resumable and _plain(saved[k]) != _plain(config[k])]
     if changed:
         diffs = ", ".join(f"{k} {saved[k]!r} -> {config[k]!r}" for k in changed)

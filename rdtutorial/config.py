@@ -57,12 +57,14 @@ CHECKS = {
     "rate": "must be a finite number > 0",
     "weight": "must be a finite number >= 0",
     "finite": "must be a finite number",
+    "fraction": "must be a number in [0, 1)",
+    "probability": "must be a number in (0, 1)",
 }
 
 
 def setting(default, help: str, *, choices: tuple | None = None, check: str | None = None, shared: bool = True,
             resumable: bool = False, runtime: bool = False, metavar: tuple[str, ...] | None = None,
-            paper: str | None = None):
+            paper: str | None = None, legacy=dataclasses.MISSING):
     """A :class:`TrainConfig` field with its metadata.
 
     ``help``: what it does (the command line's help; the default is added
@@ -72,13 +74,15 @@ def setting(default, help: str, *, choices: tuple | None = None, check: str | No
     ``runtime``: how one process runs the model, not what it learns (reset
     to its default when a trained model is loaded). ``metavar``: names of a
     tuple's items on the command line. ``paper``: the paper profile's default
-    in words, where it is not one value.
+    in words, where it is not one value. ``legacy``: the value that runs
+    written before the field existed had (a checkpoint without it is read
+    with this value, not the default: :func:`legacy_values`).
     """
     if check is not None and check not in CHECKS:
         raise KeyError(f"setting: check {check!r} is not one of {sorted(CHECKS)}")
     return dataclasses.field(default=default, metadata=dict(
         help=help, choices=choices, check=check, shared=shared, resumable=resumable, runtime=runtime,
-        metavar=metavar, paper=paper))
+        metavar=metavar, paper=paper, **({} if legacy is dataclasses.MISSING else {"legacy": legacy})))
 
 
 @dataclass
@@ -127,6 +131,16 @@ class TrainConfig:
                             "where that fails)")
     num_workers: int = setting(0, "worker processes that decode the images (once per run)", check="count",
                                resumable=True)
+    # 0.2 and 0.1, not 0.1 and 0.05: the demo category (and MVTec AD's smallest, toothbrush) has 60 training
+    # normals. A false-alarm rate a needs at least 1/a - 1 held-out images (rdtutorial.threshold), so 0.1 of 60
+    # (6 images) cannot even express a rate of 0.1; 0.2 holds out 12, whose largest score is the threshold
+    # for a = 0.1 (expected rate 1/13 on new normals, 95% range 0.2% to 26%: rdtutorial.calibration).
+    calibration_fraction: float = setting(0.2, "part of the training normals held out of training to choose the "
+                                          "decision threshold (calibration.json in the run folder); 0: train on "
+                                          "all of them", check="fraction", legacy=0.0)
+    calibration_fpr: float = setting(0.1, "target false-alarm rate of the threshold chosen on the held-out "
+                                     "normals; it needs at least 1/rate - 1 of them", check="probability",
+                                     resumable=True)
     max_images: int = setting(0, "keep at most this many images of each split, for quick checks; 0: all",
                               check="count")
     seed: int = setting(0, "random seed, mixed with each category's name")
@@ -237,6 +251,11 @@ def runtime_fields() -> dict:
     return {f.name: f.default for f in config_fields() if f.metadata.get("runtime")}
 
 
+def legacy_values() -> dict:
+    """The settings that checkpoints written before their field existed were trained with (``legacy``)."""
+    return {f.name: f.metadata["legacy"] for f in config_fields() if "legacy" in f.metadata}
+
+
 def _passes(check: str, value) -> bool:
     """Whether ``value`` passes ``check`` (a key of :data:`CHECKS`)."""
     if check in ("positive", "count"):
@@ -245,4 +264,8 @@ def _passes(check: str, value) -> bool:
         return 0 < value < math.inf
     if check == "weight":
         return 0 <= value < math.inf
+    if check == "fraction":
+        return 0 <= value < 1
+    if check == "probability":
+        return 0 < value < 1
     return math.isfinite(value)

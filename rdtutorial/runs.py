@@ -24,7 +24,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from .checkpoint import CHECKPOINT_NAME
-from .config import TrainConfig, resumable_fields, shared_settings
+from .config import TrainConfig, legacy_values, resumable_fields, shared_settings
 from .errors import InputError
 from .metrics import mean_metrics
 
@@ -133,6 +133,7 @@ def previous_results(out_dir: str | os.PathLike, command: str, config: dict) -> 
     except (OSError, ValueError, KeyError, TypeError):
         raise RunFolderError(f"{path} is not a summary written by rdtutorial; move it away or choose another "
                              "--out-dir") from None
+    old_config = {**legacy_values(), **old_config}  # a summary written before a field existed: its value then
     new, resumable = json.loads(json.dumps(config)), resumable_fields()
     changed = sorted(k for k in set(old_config) | set(new) if k not in resumable and old_config.get(k) != new.get(k))
     if old_command != command or changed:

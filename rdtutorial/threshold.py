@@ -45,7 +45,7 @@ T = TypeVar("T")
 METHODS = ("fpr", "f1", "recall")
 
 __all__ = ["METHODS", "Calibration", "Normalization", "calibrate", "f1_threshold", "false_alarm_interval",
-           "fpr_threshold", "observed_rate_interval", "recall_threshold"]
+           "fpr_threshold", "min_normal_count", "observed_rate_interval", "recall_threshold"]
 
 
 def _flat(values: ArrayLike, name: str) -> np.ndarray:
@@ -80,9 +80,19 @@ def _order_index(n: int, target_fpr: float) -> int:
     # The small tolerance keeps e.g. (99 + 1) * (1 - 0.05) = 95.00000000000001 at rank 95.
     k = math.ceil((n + 1) * (1 - target_fpr) - 1e-9)
     if k > n:
-        raise ValueError(f"a false-alarm rate of {target_fpr} needs at least {math.ceil(1 / target_fpr) - 1} "
+        raise ValueError(f"a false-alarm rate of {target_fpr} needs at least {min_normal_count(target_fpr)} "
                          f"normal scores, got {n}")
     return k
+
+
+def min_normal_count(target_fpr: float) -> int:
+    """The fewest normal scores from which :func:`fpr_threshold` reaches ``target_fpr`` (its rank ``k <= n``)."""
+    if not 0 < target_fpr < 1:
+        raise ValueError(f"target false-alarm rate must be in (0, 1), got {target_fpr}")
+    n = max(math.ceil(1 / target_fpr) - 2, 1)
+    while math.ceil((n + 1) * (1 - target_fpr) - 1e-9) > n:  # at most two steps past the estimate
+        n += 1
+    return n
 
 
 def fpr_threshold(normal_scores: ArrayLike, target_fpr: float) -> float:

@@ -25,10 +25,11 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from .calibration import calibrate_held_out, calibration_split, save_calibration
 from .checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, load_trainable_state, resume_state
 from .checkpoint import rescue_checkpoint, save_checkpoint, trainable_state
 from .compiling import compile_parts, first_step
-from .config import TrainConfig, runtime_fields
+from .config import TrainConfig, legacy_values, runtime_fields
 from .cpu import fast_cpu
 from .data import BTAD, CachedImages, MVTecAD
 from .device import check_device
@@ -76,12 +77,17 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     return tuple(s.subset(cfg.max_images) for s in sets) if cfg.max_images else sets
 
 
-def preflight(out_dir: str | Path | None, resume: bool, test_set: Dataset) -> None:
-    """What a training run checks before its first epoch: its folder (writable, not another run's) and its
-    test set (readable, and one that evaluation can score)."""
-    if out_dir:
-        check_writable(out_dir, "out_dir")
-        check_run_folder(out_dir, resume)
+def preflight(cfg: TrainConfig, train_set: Dataset, test_set: Dataset) -> None:
+    """What a training run checks before its first epoch: its calibration split
+    (:func:`rdtutorial.calibration.calibration_split`) and the batches left after it, its folder (writable,
+    not another run's) and its test set (readable, and one that evaluation can score)."""
+    training, held_out = calibration_split(cfg, train_set)
+    if len(training) < cfg.batch_size:
+        after = f" (after holding out {len(held_out)} for calibration)" if held_out is not None else ""
+        raise ConfigError(f"the train set has {len(training)} images{after}, fewer than batch_size={cfg.batch_size}")
+    if cfg.out_dir:
+        check_writable(cfg.out_dir, "out_dir")
+        check_run_folder(cfg.out_dir, cfg.resume)
     check_test_set(test_set)
 
 
@@ -216,9 +222,8 @@ def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> 
 def _train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None) -> tuple[nn.Module, History]:
     check_device(cfg.device)
     train_set, test_set = datasets or build_datasets(cfg)
-    if len(train_set) < cfg.batch_size:
-        raise ConfigError(f"the train set has {len(train_set)} images, fewer than batch_size={cfg.batch_size}")
-    preflight(cfg.out_dir, cfg.resume, test_set)  # before the first epoch: the end must not fail on these
+    preflight(cfg, train_set, test_set)  # before the first epoch: the end must not fail on these
+    train_set, held_out = calibration_split(cfg, train_set)
     state = resume_state(cfg)  # the checkpoint to continue from, checked against cfg, or None
     model = build_model(cfg)
     check_memory(model.teacher, cfg.image_size, cfg.batch_size, cfg.device)
@@ -238,6 +243,8 @@ def _train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None) -> tuple[
     # the generator a DataLoader over the images would use (the same batches).
     train_set = CachedImages(train_set, cfg.device, cfg.num_workers, name="the train set")
     test_set = CachedImages(test_set, cfg.device, cfg.num_workers, name="the test set")
+    if held_out is not None:
+        held_out = CachedImages(held_out, cfg.device, cfg.num_workers, name="the calibration images")
     loader = train_set.batches(cfg.batch_size, loader_gen)
     history = History()
     out_dir = Path(cfg.out_dir) if cfg.out_dir else None
@@ -313,6 +320,9 @@ def _train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None) -> tuple[
         checkpoint(cfg.epochs)
         history.save(out_dir / "history.json")
         (out_dir / "metrics.json").write_text(json.dumps(history.evals[-1], indent=1))
+        if held_out is not None:
+            calibration, scores = calibrate_held_out(model, held_out, cfg)
+            save_calibration(out_dir, calibration, held_out.paths, scores)
     model.eval()
     return model, history
 
@@ -325,7 +335,7 @@ def load_trained(path: str | Path, device: str = "cpu") -> tuple[nn.Module, Trai
     """
     state = load_checkpoint(path)
     try:
-        cfg = TrainConfig(**{**state["config"], **runtime_fields(), "device": device})
+        cfg = TrainConfig(**{**legacy_values(), **state["config"], **runtime_fields(), "device": device})
     except (TypeError, ConfigError) as err:
         raise CheckpointError(f"{path} holds a configuration this version cannot use ({err}); it was written by "
                               "another version of rdtutorial") from None

@@ -84,7 +84,7 @@ def _rows(path):
 def test_train_evaluate_predict_round_trip(tiny_root, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data-root", str(tiny_root), "--category", "all", "--batch-size", "4",
-                 "--out-dir", str(run), *TINY]) == 0
+                 "--calibration-fraction", "0", "--out-dir", str(run), *TINY]) == 0
     trained = json.loads((run / "brick" / "metrics.json").read_text())
     summary = json.loads((run / "summary.json").read_text())
     assert list(summary["categories"]) == ["brick"]
@@ -95,7 +95,7 @@ def test_train_evaluate_predict_round_trip(tiny_root, tmp_path, capsys):
     assert _percent(trained["image_auroc"]) in capsys.readouterr().out
     history = (run / "brick" / "history.json").read_text()
     assert main(["train", "--data-root", str(tiny_root), "--category", "brick", "--batch-size", "4",
-                 "--out-dir", str(run), "--resume", *TINY]) == 0  # finished: re-read, not retrained
+                 "--calibration-fraction", "0", "--out-dir", str(run), "--resume", *TINY]) == 0  # finished: re-read, not retrained
     assert (run / "brick" / "history.json").read_text() == history
     assert json.loads((run / "summary.json").read_text())["categories"]["brick"]["aupro"] == trained["aupro"]
 

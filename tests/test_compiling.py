@@ -18,7 +18,7 @@ def test_a_failing_compile_warns_and_trains_as_without(tmp_path, monkeypatch):
     root = make_demo_dataset(tmp_path / "demo", image_size=64, n_train=8, n_test_good=2, n_test_defect=1,
                              categories=("brick",))
     cfg = preset("demo", data_root=str(root), image_size=64, batch_size=4, epochs=1, noise_size=(4, 12),
-                 progress=False)
+                 progress=False, calibration_fraction=0)
     plain, plain_history = train(cfg)
     real = compiling.compile_parts
     monkeypatch.setattr("rdtutorial.train.compile_parts", lambda model: real(model, backend=failing_backend))

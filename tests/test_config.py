@@ -67,7 +67,8 @@ def test_every_field_says_what_it_does_and_the_roles_are_the_published_ones():
     for f in dataclasses.fields(TrainConfig):
         assert f.metadata.get("help"), f"TrainConfig.{f.name} has no help text (setting(default, help))"
     assert resumable_fields() == {"device", "progress", "resume", "out_dir", "data_root", "num_workers",
-                                  "checkpoint_every", "eval_every", "eval_batch_size", "epochs", "diagnostics"}
+                                  "checkpoint_every", "eval_every", "eval_batch_size", "epochs", "diagnostics",
+                                  "calibration_fpr"}
     assert runtime_fields() == {"device": "cpu", "amp": False, "channels_last": False, "resume": False}
     assert set(config.shared_settings(TrainConfig())) == {f.name for f in dataclasses.fields(TrainConfig)} - {
         "category", "out_dir", "resume", "progress"}

@@ -25,7 +25,7 @@ from rdtutorial.data import DatasetError, make_demo_dataset
 from rdtutorial.models import build_teacher
 from rdtutorial.train import NonFiniteLossError, train
 
-TINY = ["--image-size", "64", "--batch-size", "2", "--no-progress"]
+TINY = ["--image-size", "64", "--batch-size", "2", "--no-progress", "--calibration-fraction", "0"]
 CLOSED_PORT = "http://127.0.0.1:9/mvtec.tar.xz"
 
 
@@ -119,7 +119,7 @@ def test_a_read_only_out_dir_fails_before_training(data, tmp_path, capsys, monke
 @pytest.mark.slow
 def test_a_failing_final_evaluation_keeps_the_checkpoint_and_resume_finishes(data, tmp_path, monkeypatch):
     cfg = preset("demo", data_root=str(data), category="brick", image_size=64, batch_size=2, epochs=1,
-                 progress=False, out_dir=str(tmp_path))
+                 progress=False, out_dir=str(tmp_path), calibration_fraction=0)
     real = train_module.evaluate
 
     def broken(*args, **kwargs):
@@ -197,7 +197,8 @@ def test_a_failed_write_leaves_no_temporary_and_keeps_the_old_checkpoint(tmp_pat
 def test_resume_refuses_a_checkpoint_of_other_settings(changes, named, run, data, no_training):
     before = _files(run)
     cfg = preset("demo", **{**dict(data_root=str(data), category="brick", image_size=64, batch_size=2, epochs=2,
-                                   progress=False, out_dir=str(run / "brick"), resume=True), **changes})
+                                   progress=False, out_dir=str(run / "brick"), resume=True,
+                                   calibration_fraction=0), **changes})
     with pytest.raises(CheckpointError, match=f"cannot resume from {run / 'brick' / 'checkpoint.pt'}: .*{re.escape(named)}"):
         train(cfg)
     assert _files(run) == before
@@ -315,7 +316,7 @@ def test_nan_loss_weights_fail_validation(data, tmp_path, capsys):
 def test_a_diverged_run_without_checkpoint_says_so(data, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "kd_loss", lambda t, s: torch.tensor(float("nan")))
     cfg = preset("demo", data_root=str(data), category="brick", method="rd", image_size=64, batch_size=2,
-                 epochs=1, progress=False, out_dir=str(tmp_path))
+                 epochs=1, progress=False, out_dir=str(tmp_path), calibration_fraction=0)
     with pytest.raises(NonFiniteLossError, match="no checkpoint was written") as err:
         train(cfg)
     assert "checkpoint.pt" not in str(err.value)

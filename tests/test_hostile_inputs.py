@@ -23,7 +23,7 @@ from rdtutorial.config import preset
 from rdtutorial.data import CachedImages, DatasetError, DownloadError, MVTecAD, download_mvtec, make_demo_dataset
 from rdtutorial.data.download import ARCHIVE_NAME
 
-TINY = ["--image-size", "64", "--batch-size", "2", "--no-progress"]
+TINY = ["--image-size", "64", "--batch-size", "2", "--no-progress", "--calibration-fraction", "0"]
 CLOSED_PORT = "http://127.0.0.1:9/mvtec.tar.xz"
 BOMB_PIXELS = 20000 * 20000
 
@@ -199,7 +199,7 @@ class _Spoiled(Dataset):
 
 def _config(data):
     return preset("demo", data_root=str(data), category="brick", image_size=64, batch_size=2, epochs=1,
-                  progress=False)
+                  progress=False, calibration_fraction=0)
 
 
 @pytest.mark.parametrize("split", ["train", "test"])

@@ -11,7 +11,7 @@ LAYERS = [
     {"simplex", "sinkhorn", "anomaly_map", "metrics", "safe_load"},
     {"models", "losses", "noise", "data"},
     {"config", "train", "evaluate", "checkpoint", "runs", "categories", "history", "diagnostics", "schedule",
-     "cpu", "device", "compiling", "baselines", "threshold", "export",
+     "cpu", "device", "compiling", "baselines", "threshold", "export", "calibration",
      "resources"},
     {"cli", "options", "predict", "report", "profiles", "animation", "ablation", "__main__"},
 ]

@@ -23,7 +23,7 @@ from rdtutorial.resources import activation_bytes, device_memory
 from rdtutorial.runs import LOCK_INFO_NAME, RunFolderError, run_lock
 from rdtutorial.train import build_model, train
 
-TINY = ["--image-size", "64", "--batch-size", "4", "--no-progress"]
+TINY = ["--image-size", "64", "--batch-size", "4", "--no-progress", "--calibration-fraction", "0"]
 # What torch.save raises when the disk fills mid-write (the OSError's errno is lost in its C++ writer).
 TORCH_ENOSPC = "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/3: " \
                "file write failed"
@@ -176,7 +176,7 @@ def finished(tmp_path_factory):
                              n_test_defect=1, categories=("brick",))
     run = tmp_path_factory.mktemp("finished") / "run"
     assert main(["train", "--data-root", str(root), "--category", "brick", "--epochs", "1", "--out-dir", str(run),
-                 "--image-size", "64", "--batch-size", "2", "--no-progress"]) == 0
+                 "--image-size", "64", "--batch-size", "2", "--no-progress", "--calibration-fraction", "0"]) == 0
     return run / "brick", root / "brick" / "test"
 
 

@@ -53,7 +53,7 @@ import sys
 from rdtutorial.config import preset
 from rdtutorial.train import train
 cfg = preset("demo", data_root=sys.argv[1], category="brick", image_size=64, batch_size=4, epochs=6,
-             noise_size=(4, 12), progress=False, out_dir=sys.argv[2], checkpoint_every=1)
+             noise_size=(4, 12), progress=False, out_dir=sys.argv[2], checkpoint_every=1, calibration_fraction=0)
 train(cfg)
 """
 
