@@ -20,7 +20,9 @@ from torch.utils.data import Dataset
 
 from .checkpoint import CheckpointError, find_checkpoints
 from .config import TrainConfig, shared_settings
-from .data import DatasetError, list_categories
+from .data import ELPV, DatasetError, list_categories
+from .data.elpv import package_data_dir
+from .errors import ConfigError
 from .evaluate import check_test_set, evaluate
 from .history import History
 from .metrics import METRICS
@@ -31,12 +33,31 @@ Trained = Callable[[TrainConfig, nn.Module, History, Dataset], None]
 Evaluated = Callable[[TrainConfig, nn.Module, Dataset, Path], None]
 
 
-def resolve_categories(requested: list[str] | None, root: str | os.PathLike, default: str) -> list[str]:
-    """The categories to run: ``requested`` (``all`` = every category found under ``root``) or ``default``."""
+def dataset_root(dataset: str, given: str | os.PathLike | None, default: str | os.PathLike) -> Path:
+    """Where a ``dataset``'s categories are: the folder ``given`` (else ``default``), which must exist; for
+    ``elpv`` the installed elpv-dataset package's data (a ``given`` folder is refused: it would be ignored)."""
+    if dataset == "elpv":
+        if given is not None:
+            raise ConfigError(f"--data-root {given}: --dataset elpv takes no data root, its images come with the "
+                              "elpv-dataset package")
+        return package_data_dir()
+    root = Path(given or default)
+    if not root.is_dir():
+        raise DatasetError(f"data root {root} does not exist (pass --data-root; `python -m rdtutorial download` "
+                           "fetches MVTec AD, `python -m rdtutorial demo` makes the demo dataset)")
+    return root
+
+
+def resolve_categories(requested: list[str] | None, dataset: str, root: str | os.PathLike, default: str
+                       ) -> list[str]:
+    """The categories to run: ``requested`` (``all`` = every category of ``dataset``: ELPV's module types, or
+    the folders found under ``root``) or ``default`` (ELPV has none: its category is asked for)."""
+    if not requested and dataset == "elpv":
+        raise ConfigError(f"--dataset elpv: choose --category {', '.join(ELPV.CATEGORIES)} or all")
     if not requested:
         return [default]
     if "all" in requested:
-        found = list_categories(root)
+        found = list(ELPV.CATEGORIES) if dataset == "elpv" else list_categories(root)
         if not found:
             raise DatasetError(f"--category all: no category folders (with train/ or test/) in {root}")
         return found
@@ -90,7 +111,7 @@ def evaluate_categories(path: str | os.PathLike, out_dir: str | os.PathLike,
             if cfg.category in results:
                 raise CheckpointError(f"two checkpoints under {path} are for category {cfg.category!r}; "
                                       "evaluate them one by one")
-            cfg = cfg.replace(data_root=data_root or cfg.data_root)
+            cfg = cfg.replace(data_root=str(dataset_root(cfg.dataset, data_root, cfg.data_root)))
             if previous is None:  # categories evaluated into this folder before, checked before any evaluation
                 previous = previous_results(out_dir, "evaluate", shared_settings(cfg))
             test_set = build_dataset(cfg, "test")

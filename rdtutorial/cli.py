@@ -1,9 +1,10 @@
 """The command line: ``python -m rdtutorial {demo,train,evaluate,predict,download}``; it parses and dispatches.
 
 ``demo`` trains RD++ on the embedded demo dataset on the CPU and writes a short report; ``train`` and
-``evaluate`` run one or all categories of MVTec AD, BTAD or an MVTec-layout folder (:mod:`rdtutorial.categories`;
-``train`` has an option per :class:`~rdtutorial.config.TrainConfig` field, :mod:`rdtutorial.options`);
-``predict`` scores a folder of images (:mod:`rdtutorial.predict`); ``download`` fetches MVTec AD.
+``evaluate`` run one or all categories of MVTec AD, BTAD, an MVTec-layout folder or ELPV
+(:mod:`rdtutorial.categories`; ``train`` has an option per :class:`~rdtutorial.config.TrainConfig` field,
+:mod:`rdtutorial.options`); ``predict`` scores a folder of images (:mod:`rdtutorial.predict`); ``download``
+fetches MVTec AD.
 
 Bad input (:data:`INPUT_ERRORS`) ends with an ``error: ...`` line on stderr and exit status 2; a diverged run
 or a GPU out of memory with exit status 1 and a message. Any other exception, a ``ValueError`` included, is a
@@ -19,17 +20,17 @@ from pathlib import Path
 
 import torch
 
-from .categories import evaluate_categories, resolve_categories, train_categories
+from .categories import dataset_root, evaluate_categories, resolve_categories, train_categories
 from .checkpoint import CHECKPOINT_NAME
 from .config import METHODS, PAPER_EPOCHS, PROFILES, preset
-from .data import DEMO_CATEGORIES, MVTEC_SHA256, MVTEC_URL, DatasetError, MVTecAD
+from .data import DEMO_CATEGORIES, MVTEC_SHA256, MVTEC_URL, MVTecAD
 from .data import download_mvtec, make_demo_dataset
 from .device import check_device, default_device
 from .errors import ConfigError, InputError, input_message
 from .metrics import METRICS
 from .options import add_config_options, config_overrides, count, positive_int
 from .predict import SCORES_NAME, predict_images
-from .report import METRIC_NAMES, metrics_table, write_report
+from .report import metrics_line, metrics_table, write_report
 from .runs import SUMMARY_NAME, check_run_folder, run_lock
 from .train import NonFiniteLossError, build_datasets, train
 
@@ -82,13 +83,10 @@ def _train_overrides(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     overrides = _train_overrides(args)
     base = preset(args.profile, **{k: v for k, v in overrides.items() if k == "epochs"})
-    root = Path(overrides.pop("data_root", base.data_root))
-    if not root.is_dir():
-        raise DatasetError(f"data root {root} does not exist (pass --data-root; `python -m rdtutorial download` "
-                           "fetches MVTec AD, `python -m rdtutorial demo` makes the demo dataset)")
     method, dataset = overrides.get("method", base.method), overrides.get("dataset", base.dataset)
+    root = dataset_root(dataset, overrides.pop("data_root", None), base.data_root)
     out_dir = Path(args.out_dir or f"runs/{dataset}_{method}")
-    categories = resolve_categories(args.category, root, base.category)
+    categories = resolve_categories(args.category, dataset, root, base.category)
     unknown = [c for c in categories if c not in PAPER_EPOCHS]
     if args.profile == "paper" and "epochs" not in overrides and unknown:
         raise ConfigError(f"--profile paper has no published epoch count for {unknown} (only for MVTec AD's "
@@ -99,8 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def trained(cfg, model, history, test_set) -> None:
         write_report(model, test_set, Path(cfg.out_dir), cfg.device, history)
-        print(f"{cfg.category}: " + ", ".join(f"{METRIC_NAMES[m]} {history.evals[-1][m]:.4f}" for m in METRICS),
-              flush=True)
+        print(f"{cfg.category}: {metrics_line(history.evals[-1])}", flush=True)
 
     print(metrics_table(train_categories(configs, out_dir, on_trained=trained)))
     print(f"summary: {out_dir / SUMMARY_NAME}")
@@ -165,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train RD or RD++ on MVTec AD, BTAD or an MVTec-layout folder",
+    p = sub.add_parser("train", help="train RD or RD++ on MVTec AD, BTAD, an MVTec-layout folder or ELPV",
                        description="Train one or more categories, each in its own subfolder of --out-dir; print a "
                                    "table of image AUROC, pixel AUROC and AUPRO and write summary.json. Every "
                                    "setting of the run has an option; those not given come from --profile.")
@@ -175,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the options below override it (default: %(default)s)")
     p.add_argument("--category", action="append", metavar="NAME",
                    help="category to train; repeat for several, or 'all' for every category found in --data-root "
-                        "(default: the profile's, brick or bottle)")
+                        "(default: the profile's, brick or bottle; --dataset elpv: mono, poly or all, no default)")
     p.add_argument("--out-dir", help="run folder; each category trains in its own subfolder "
                    "(checkpoint.pt, history.json, metrics.json, anomaly_maps.png, history.png) and summary.json "
                    "goes here (default: runs/<dataset>_<method>)")

@@ -28,7 +28,7 @@ from .errors import ConfigError
 
 METHODS = ("rd", "rdpp")
 PROJECTIONS = ("paper", "residual")
-DATASETS = ("mvtec", "btad")
+DATASETS = ("mvtec", "btad", "elpv")
 PROFILES = ("demo", "paper")
 DEVICE_NAME = re.compile(r"cpu|mps|cuda(:\d+)?")  # what a device may be called (rdtutorial.device checks it is here)
 
@@ -99,9 +99,11 @@ class TrainConfig:
     teacher: str = setting("efficientnet_lite0", "teacher network", choices=TEACHERS)
     teacher_weights: str | None = setting("imagenet", "the teacher's weights: imagenet, or a state-dict file of its "
                                           "classifier (in Python, None: an untrained teacher)")
-    dataset: str = setting("mvtec", "folder layout: mvtec (MVTec AD and any folder in its layout) or btad",
-                           choices=DATASETS)
-    data_root: str = setting("data/demo", "folder holding one subfolder per category", resumable=True)
+    dataset: str = setting("mvtec", "data set: mvtec (MVTec AD and any folder in its layout), btad, or elpv (solar "
+                           "cells, categories mono and poly, from the installed elpv-dataset package; image labels "
+                           "only)", choices=DATASETS)
+    data_root: str = setting("data/demo", "folder holding one subfolder per category (elpv: none, its images come "
+                             "with its package)", resumable=True)
     category: str = setting("brick", "category to train", shared=False)
     image_size: int = setting(128, "image side in pixels, a multiple of 32", check="positive")
     batch_size: int = setting(8, "training batch size", check="positive")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from .metrics import METRICS
+
 
 @dataclass
 class History:
@@ -35,8 +37,9 @@ class History:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def plot(self, title: str = "", ncols: int = 3, diagnostics: bool = True) -> plt.Figure:
-        """Loss curves (one panel per term), metrics over epochs and, with ``diagnostics``, the
-        measurements of :mod:`rdtutorial.diagnostics` (three panels), ``ncols`` panels a row.
+        """Loss curves (one panel per term), metrics over epochs (a metric that is not available, None, is
+        left out) and, with ``diagnostics``, the measurements of :mod:`rdtutorial.diagnostics` (three
+        panels), ``ncols`` panels a row.
 
         A loss term whose values span more than a factor of 10 gets a log scale, so that its
         late epochs stay readable; the others keep a linear one. Gradient norms are always
@@ -62,8 +65,10 @@ class History:
         used = len(terms)
         if self.evals:
             ax = axes[used]
-            for metric in ("image_auroc", "pixel_auroc", "aupro"):
-                ax.plot([e["epoch"] for e in self.evals], [e[metric] for e in self.evals], marker="o", label=metric)
+            for metric in METRICS:  # None: not available (a test set without masks has no pixel metrics)
+                points = [(e["epoch"], e[metric]) for e in self.evals if e.get(metric) is not None]
+                if points:
+                    ax.plot(*zip(*points), marker="o", label=metric)
             ax.set_title("test metrics")
             ax.set_xlabel("epoch")
             ax.legend(fontsize=7)

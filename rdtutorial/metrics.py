@@ -220,6 +220,12 @@ def aupro_per_image(
     return float(np.mean(areas))
 
 
-def mean_metrics(per_category: dict[str, dict]) -> dict[str, float]:
-    """The mean of each of :data:`METRICS` over categories (``{category: {metric: value}}``)."""
-    return {m: float(np.mean([r[m] for r in per_category.values()])) for m in METRICS}
+def mean_metrics(per_category: dict[str, dict]) -> dict[str, float | None]:
+    """The mean of each of :data:`METRICS` over categories (``{category: {metric: value}}``).
+
+    A metric that some category lacks (None: a test set without masks has no
+    pixel metrics) has no mean (None): a mean over only some of the categories
+    would read as the mean of all of them.
+    """
+    values = {m: [r[m] for r in per_category.values()] for m in METRICS}
+    return {m: None if None in v else float(np.mean(v)) for m, v in values.items()}

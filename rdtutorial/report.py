@@ -22,6 +22,7 @@ from .evaluate import predict_maps
 from .metrics import METRICS, mean_metrics
 
 METRIC_NAMES = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO"}
+NOT_AVAILABLE_NOTE = "n/a: not available (no pixel masks in the test set: image metrics only)"
 CMAP = "jet"
 
 
@@ -58,9 +59,10 @@ def anomaly_map_figure(model: nn.Module, dataset, device: str = "cpu", n_defect_
     """Rows: one normal test image and one image per defect type; columns: image, ground truth, map overlay.
 
     ``dataset`` is a test set of :class:`rdtutorial.data.AnomalyDataset`
-    (MVTec layout or BTAD). The maps are computed here for the shown images
-    only and share one colour scale (their min to max); titles give the image
-    score (the map's maximum).
+    (MVTec layout, BTAD or ELPV); without masks there is no ground-truth
+    column. The maps are computed here for the shown images only and share one
+    colour scale (their min to max); titles give the image score (the map's
+    maximum).
     """
     defects = [s.defect for s in dataset.samples]
     normal = next((s.defect for s in dataset.samples if s.label == 0), None)
@@ -70,16 +72,18 @@ def anomaly_map_figure(model: nn.Module, dataset, device: str = "cpu", n_defect_
     images = torch.stack([item["image"] for item in items])
     maps = predict_maps(model, images.to(device)).float().cpu()[:, 0].numpy()
     vmin, vmax = float(maps.min()), float(maps.max())
-    fig = Figure(figsize=(7.2, 2.4 * len(items)))  # not pyplot's: no GUI backend, nothing to close
-    axes = fig.subplots(len(items), 3, squeeze=False)
+    columns = 3 if dataset.has_masks else 2
+    fig = Figure(figsize=(2.4 * columns, 2.4 * len(items)))  # not pyplot's: no GUI backend, nothing to close
+    axes = fig.subplots(len(items), columns, squeeze=False)
     for row, (item, amap) in enumerate(zip(items, maps)):
         image = item["image"].permute(1, 2, 0).numpy()
         axes[row, 0].imshow(image)
         axes[row, 0].set_title(f"{item['defect']} ({'anomalous' if item['label'] else 'normal'})", fontsize=8)
-        axes[row, 1].imshow(item["mask"][0].numpy(), cmap="gray", vmin=0, vmax=1)
-        axes[row, 1].set_title("ground truth", fontsize=8)
-        axes[row, 2].imshow(heat_overlay(image, amap, vmin, vmax))
-        axes[row, 2].set_title(f"anomaly map, score {amap.max():.3f}", fontsize=8)
+        if dataset.has_masks:
+            axes[row, 1].imshow(item["mask"][0].numpy(), cmap="gray", vmin=0, vmax=1)
+            axes[row, 1].set_title("ground truth", fontsize=8)
+        axes[row, -1].imshow(heat_overlay(image, amap, vmin, vmax))
+        axes[row, -1].set_title(f"anomaly map, score {amap.max():.3f}", fontsize=8)
         for ax in axes[row]:
             ax.axis("off")
     fig.suptitle(f"colour scale {vmin:.3f} (blue) to {vmax:.3f} (red), shared by the rows", fontsize=8)
@@ -97,7 +101,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
 
 
 def metrics_table(per_category: dict[str, dict]) -> str:
-    """A plain-text table of the metrics in percent, one row per category, plus a mean row when there are several."""
+    """A plain-text table of the metrics in percent, one row per category, plus a mean row when there are several;
+    a metric that is None (a test set without masks has no pixel metrics) shows as ``n/a``, explained below."""
     rows = dict(per_category)
     if len(rows) > 1:
         rows["mean"] = mean_metrics(per_category)
@@ -105,8 +110,19 @@ def metrics_table(per_category: dict[str, dict]) -> str:
     header = f"{'category':<{width}}" + "".join(f"  {METRIC_NAMES[m] + ' %':>14}" for m in METRICS)
     lines = [header, "-" * len(header)]
     for name, r in rows.items():
-        lines.append(f"{name:<{width}}" + "".join(f"  {100 * r[m]:>14.2f}" for m in METRICS))
+        lines.append(f"{name:<{width}}" + "".join(f"  {_percent(r[m]):>14}" for m in METRICS))
+    if any(r[m] is None for r in rows.values() for m in METRICS):
+        lines.append(NOT_AVAILABLE_NOTE)
     return "\n".join(lines)
+
+
+def metrics_line(metrics: dict) -> str:
+    """``image AUROC 0.9512, pixel AUROC n/a, AUPRO n/a``: the :data:`~rdtutorial.metrics.METRICS` of one run."""
+    return ", ".join(f"{METRIC_NAMES[m]} {'n/a' if metrics[m] is None else f'{metrics[m]:.4f}'}" for m in METRICS)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}"
 
 
 def write_report(model: nn.Module, test_set, out_dir: str | os.PathLike, device: str = "cpu", history=None) -> None:

@@ -31,7 +31,7 @@ from .checkpoint import rescue_checkpoint, save_checkpoint, trainable_state
 from .compiling import compile_parts, first_step
 from .config import TrainConfig, legacy_values, runtime_fields
 from .cpu import fast_cpu
-from .data import BTAD, CachedImages, MVTecAD
+from .data import BTAD, ELPV, CachedImages, MVTecAD
 from .device import check_device
 from .diagnostics import projection_diagnostics
 from .errors import ConfigError, MemoryLimitError, StorageError
@@ -65,8 +65,11 @@ def build_model(cfg: TrainConfig, seed: int | None = None) -> nn.Module:
 
 
 def build_dataset(cfg: TrainConfig, split: str) -> Dataset:
-    """The whole ``split`` set of ``cfg.category`` under ``cfg.data_root``; its files are listed now, so a missing
-    folder or mask shows before any work."""
+    """The whole ``split`` set of ``cfg.category`` under ``cfg.data_root`` (ELPV: from its package, and
+    ``split`` may also be ``validation`` or ``uncertain``); its files are listed now, so a missing folder or
+    mask shows before any work."""
+    if cfg.dataset == "elpv":
+        return ELPV(cfg.category, split=split, image_size=cfg.image_size)
     cls = BTAD if cfg.dataset == "btad" else MVTecAD
     return cls(cfg.data_root, cfg.category, split=split, image_size=cfg.image_size)
 

@@ -13,7 +13,7 @@ LAYERS = [
     {"config", "train", "evaluate", "checkpoint", "runs", "categories", "history", "diagnostics", "schedule",
      "cpu", "device", "compiling", "baselines", "threshold", "export", "calibration",
      "resources"},
-    {"cli", "options", "predict", "report", "profiles", "animation", "ablation", "__main__"},
+    {"cli", "options", "predict", "report", "profiles", "animation", "ablation", "paired", "__main__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -1,8 +1,9 @@
 """Datasets for anomaly detection: MVTec AD (and any folder in its layout), BTAD, ELPV and the demo set.
 
 Items are ``{"image": [3,H,W] float32 in [0,1], "mask": [1,H,W] float32 in {0,1},
-"label": 0|1, "defect": str, "path": str}``. ELPV has image labels only: its
-items have no ``"mask"`` (and a ``"probability"``), and ``ELPV.has_masks`` is False.
+"label": 0|1, "defect": str, "path": str}``. A data set with image labels only
+has no ``"mask"`` in its items and ``has_masks`` False: ELPV (whose items add a
+``"probability"``) and any MVTec-layout folder without ``ground_truth/``.
 """
 
 from .btad import BTAD

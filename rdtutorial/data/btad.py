@@ -3,14 +3,15 @@
 ``<root>/<product>/train/ok/*``, ``test/ok/*`` (normal), ``test/ko/*``
 (defective) and ``ground_truth/ko/<stem>.<png|bmp>``: the mask has the image's
 stem with no suffix, and its extension may differ from the image's (the
-images of some products are .bmp, their masks .png or .bmp).
+images of some products are .bmp, their masks .png or .bmp). Without a
+``ground_truth/`` folder the product has image labels only (no masks).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .folder import CategoryDataset, Sample, find_mask
+from .folder import GROUND_TRUTH, CategoryDataset, Sample, find_mask
 from .io import DatasetError, list_images
 
 NORMAL, ANOMALOUS = "ok", "ko"
@@ -23,8 +24,8 @@ class BTAD(CategoryDataset):
     CATEGORIES = ("01", "02", "03")
 
     @staticmethod
-    def find_samples(folder: Path, split: str) -> list[Sample]:
-        return _samples(folder, split)
+    def find_samples(folder: Path, split: str, masks: bool) -> list[Sample]:
+        return _samples(folder, split, masks)
 
 
 def _images(folder: Path, required: bool) -> list[Path]:
@@ -38,12 +39,13 @@ def _images(folder: Path, required: bool) -> list[Path]:
     return images
 
 
-def _samples(folder: Path, split: str) -> list[Sample]:
+def _samples(folder: Path, split: str, masks: bool) -> list[Sample]:
     if split == "train":
         return [Sample(p, None, 0, NORMAL) for p in _images(folder / "train" / NORMAL, required=True)]
     samples = [Sample(p, None, 0, NORMAL) for p in _images(folder / "test" / NORMAL, required=False)]
     for image in _images(folder / "test" / ANOMALOUS, required=False):
-        samples.append(Sample(image, find_mask(folder / "ground_truth" / ANOMALOUS, image.stem, image), 1, ANOMALOUS))
+        mask = find_mask(folder / GROUND_TRUTH / ANOMALOUS, image.stem, image) if masks else None
+        samples.append(Sample(image, mask, 1, ANOMALOUS))
     if not samples:
         raise DatasetError(f"no test images in {folder / 'test' / NORMAL} or {folder / 'test' / ANOMALOUS}")
     return samples

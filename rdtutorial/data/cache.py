@@ -4,7 +4,8 @@ MVTec AD images are PNGs of up to 1024 x 1024 pixels: decoding and resizing
 them every epoch costs more CPU time than a GPU step on a Colab runtime's two
 cores. :class:`CachedImages` reads every item once, keeps images as uint8
 ``[N,3,H,W]`` (a quarter of float32; 79 MB for 400 images at 256 px) and
-masks as bool on ``device``, and hands out batches by index.
+masks as bool on ``device`` (a data set without masks has none: image labels
+only), and hands out batches by index.
 
 Values: an item's image is ``uint8 / 255``. That is exactly the source's value
 when the file is 8-bit and already ``image_size`` (the demo set); a resized
@@ -39,12 +40,24 @@ def to_uint8(item: dict, index: int, source: str = "the dataset") -> Tensor:
                        "a dataset must yield images of finite values in [0, 1]")
 
 
+def mask_of(item: dict, index: int, with_masks: bool, source: str = "the dataset") -> Tensor | None:
+    """The item's ``"mask"`` ``[1,H,W]``, or None for a data set without masks (``with_masks`` False: its
+    first item had none); an item that breaks the rule "masks for every item or for none" is a
+    DatasetError naming it."""
+    if ("mask" in item) == with_masks:
+        return item.get("mask")
+    path = f" ({item['path']})" if item.get("path") else ""
+    has = "has no mask but the first item has one" if with_masks else "has a mask but the first item has none"
+    raise DatasetError(f"item {index} of {source}{path} {has}: a dataset gives masks for every item or for none")
+
+
 class CachedImages(Dataset):
-    """Every item of ``dataset`` (``{"image", "mask", "label", "defect", "path"}``) read once.
+    """Every item of ``dataset`` (``{"image", "mask", "label", "defect", "path"}``, ``"mask"`` optional) read once.
 
     ``cache[i]`` is an item like the source's (image float32 in [0, 1], mask
-    float32 in {0, 1}, on ``device``), so :func:`rdtutorial.evaluate.evaluate`
-    takes it as it is; :meth:`images` gathers a training batch.
+    float32 in {0, 1}, on ``device``; no mask where the source has none:
+    ``has_masks`` False), so :func:`rdtutorial.evaluate.evaluate` takes it as
+    it is; :meth:`images` gathers a training batch.
     ``num_workers`` processes decode the files. An image with NaN, infinite
     or out-of-range values is refused (:func:`to_uint8`), naming the item by
     its index in ``name`` (e.g. "the train set") and its path.
@@ -67,16 +80,24 @@ class CachedImages(Dataset):
                     "caching needs one image size (set image_size)"
                 )
             images.append(to_uint8(item, index, name))
-            masks.append(item["mask"] >= 0.5)
+            with_masks = "mask" in item if index == 0 else with_masks
+            mask = mask_of(item, index, with_masks, name)
+            if mask is not None:
+                masks.append(mask >= 0.5)
             self.labels.append(int(item["label"]))
             self.defects.append(item["defect"])
             self.paths.append(item["path"])
         self.device = torch.device(device)
         self.uint8 = torch.stack(images).to(self.device)  # [N,3,H,W]
-        self.masks = torch.stack(masks).to(self.device)  # [N,1,H,W] bool
+        self.masks = torch.stack(masks).to(self.device) if masks else None  # [N,1,H,W] bool, or None
 
     def __len__(self) -> int:
         return self.uint8.shape[0]
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the items have masks (the source's had)."""
+        return self.masks is not None
 
     def batches(self, batch_size: int, generator: torch.Generator) -> DataLoader:
         """Shuffled index batches ``[batch_size]``, the last incomplete one dropped.
@@ -93,10 +114,6 @@ class CachedImages(Dataset):
         return self.uint8[indices.to(self.device)].float().div_(255)
 
     def __getitem__(self, index: int) -> dict:
-        return {
-            "image": self.uint8[index].float().div_(255),
-            "mask": self.masks[index].float(),
-            "label": self.labels[index],
-            "defect": self.defects[index],
-            "path": self.paths[index],
-        }
+        item = {"image": self.uint8[index].float().div_(255), "label": self.labels[index],
+                "defect": self.defects[index], "path": self.paths[index]}
+        return item if self.masks is None else {**item, "mask": self.masks[index].float()}

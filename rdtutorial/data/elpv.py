@@ -21,7 +21,7 @@ split depends on no library's random generator, and the stored file is the
 reference either way.
 
 ELPV has image labels only: items carry no ``"mask"`` key, and datasets say so
-with ``has_masks = False`` (MVTec-layout sets have masks).
+with ``has_masks = False`` (as an MVTec-layout folder without ``ground_truth/`` does).
 """
 
 from __future__ import annotations

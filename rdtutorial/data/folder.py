@@ -4,11 +4,17 @@ MVTecAD and BTAD only differ in how they find the files of a category folder
 (:meth:`CategoryDataset.find_samples`); :class:`AnomalyDataset` reads one item
 per ``__getitem__`` from the list of :class:`Sample` (so it pickles cheaply
 into DataLoader workers).
+
+A category folder without a ``ground_truth/`` folder has no masks at all: its
+items have no ``"mask"`` key (``has_masks`` is False) and it is scored with
+image metrics only, never with masks made up for it. A ``ground_truth/`` folder
+that lacks some defect image's mask is an error naming that image.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +24,7 @@ from torch.utils.data import Dataset
 from .io import DatasetError, is_image_file, load_image, load_mask, normalize_size, resize_image, resize_mask
 
 SPLITS = ("train", "test")
+GROUND_TRUTH = "ground_truth"  # the folder of a category's masks
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,11 @@ def check_split(split: str) -> str:
 class AnomalyDataset(Dataset):
     """Items ``{"image": [3,H,W] float32 in [0,1], "mask": [1,H,W] float32 in {0,1}, "label": 0|1,
     "defect": str, "path": str}``, read lazily from ``samples`` and resized to ``image_size``
-    (int, (H, W), or None for each file's own size)."""
+    (int, (H, W), or None for each file's own size). Where ``has_masks`` is False the items have
+    no ``"mask"``: the data set has image labels only.
+    """
+
+    has_masks: bool = True
 
     def __init__(self, samples: list[Sample], image_size: int | tuple[int, int] | None = 256) -> None:
         self.samples = list(samples)
@@ -111,6 +122,10 @@ class AnomalyDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         s = self.samples[index]
         image = load_image(s.image)
+        item = {"image": resize_image(image, self.image_size), "label": s.label, "defect": s.defect,
+                "path": str(s.image)}
+        if not self.has_masks:
+            return item
         if s.mask is None:
             mask = torch.zeros(1, *image.shape[-2:])
         else:
@@ -120,13 +135,7 @@ class AnomalyDataset(Dataset):
                     f"mask {s.mask} is {tuple(mask.shape[-2:])} (H, W) but its image {s.image} is "
                     f"{tuple(image.shape[-2:])}: a mask must have its image's size"
                 )
-        return {
-            "image": resize_image(image, self.image_size),
-            "mask": resize_mask(mask, self.image_size),
-            "label": s.label,
-            "defect": s.defect,
-            "path": str(s.image),
-        }
+        return {**item, "mask": resize_mask(mask, self.image_size)}
 
 
 class CategoryDataset(AnomalyDataset):
@@ -134,7 +143,9 @@ class CategoryDataset(AnomalyDataset):
 
     Subclasses name their ``CATEGORIES`` and list a category folder's files in
     :meth:`find_samples`; every file (and every defect image's mask) is found at
-    construction, so a missing folder or mask fails here, naming the path.
+    construction, so a missing folder or mask fails here, naming the path. A
+    folder without ``ground_truth/`` has no masks (``has_masks`` False); its test
+    split says so once, with a warning.
     """
 
     CATEGORIES: tuple[str, ...] = ()
@@ -149,9 +160,15 @@ class CategoryDataset(AnomalyDataset):
         self.root = Path(root)
         self.category = category
         self.split = check_split(split)
-        super().__init__(self.find_samples(category_dir(self.root, category), self.split), image_size)
+        folder = category_dir(self.root, category)
+        self.has_masks = (folder / GROUND_TRUTH).is_dir()
+        super().__init__(self.find_samples(folder, self.split, self.has_masks), image_size)
+        if not self.has_masks and any(self.labels):
+            warnings.warn(f"{folder} has no {GROUND_TRUTH}/ folder, so no masks: image metrics only (pixel AUROC "
+                          "and AUPRO not available)", stacklevel=2)
 
     @staticmethod
-    def find_samples(folder: Path, split: str) -> list[Sample]:
-        """The samples of ``split`` in the category folder ``folder``."""
+    def find_samples(folder: Path, split: str, masks: bool) -> list[Sample]:
+        """The samples of ``split`` in the category folder ``folder``; with ``masks``, every defect image's
+        mask in ``folder/ground_truth`` (else their ``mask`` is None)."""
         raise NotImplementedError

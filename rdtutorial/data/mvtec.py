@@ -1,14 +1,15 @@
 """MVTec AD and any folder in its layout.
 
 ``<root>/<category>/train/good/*``, ``test/<defect>/*`` (``good`` = normal) and
-``ground_truth/<defect>/<stem>_mask.<ext>``; PNG, BMP or JPEG.
+``ground_truth/<defect>/<stem>_mask.<ext>``; PNG, BMP or JPEG. Without a
+``ground_truth/`` folder the category has image labels only (no masks).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .folder import CategoryDataset, Sample, find_mask
+from .folder import GROUND_TRUTH, CategoryDataset, Sample, find_mask
 from .io import DatasetError, list_images
 
 NORMAL = "good"
@@ -18,9 +19,9 @@ class MVTecAD(CategoryDataset):
     """One category of an MVTec-layout dataset, one split.
 
     ``MVTecAD(root, "bottle", split="test", image_size=256)[i]`` ->
-    ``{"image": [3,H,W], "mask": [1,H,W], "label": 0|1, "defect": str, "path": str}``.
-    Every file is listed (and every defect image's mask found) at construction;
-    images are read per item.
+    ``{"image": [3,H,W], "mask": [1,H,W], "label": 0|1, "defect": str, "path": str}``
+    (no ``"mask"`` without a ``ground_truth/`` folder). Every file is listed (and
+    every defect image's mask found) at construction; images are read per item.
     """
 
     CATEGORIES = (
@@ -29,8 +30,8 @@ class MVTecAD(CategoryDataset):
     )
 
     @staticmethod
-    def find_samples(folder: Path, split: str) -> list[Sample]:
-        return _train_samples(folder) if split == "train" else _test_samples(folder)
+    def find_samples(folder: Path, split: str, masks: bool) -> list[Sample]:
+        return _train_samples(folder) if split == "train" else _test_samples(folder, masks)
 
 
 def _train_samples(folder: Path) -> list[Sample]:
@@ -43,7 +44,7 @@ def _train_samples(folder: Path) -> list[Sample]:
     return [Sample(p, None, 0, NORMAL) for p in images]
 
 
-def _test_samples(folder: Path) -> list[Sample]:
+def _test_samples(folder: Path, masks: bool) -> list[Sample]:
     test = folder / "test"
     if not test.is_dir():
         raise DatasetError(f"test folder {test} does not exist (expected test/{NORMAL}/ and test/<defect>/)")
@@ -54,7 +55,7 @@ def _test_samples(folder: Path) -> list[Sample]:
             if defect == NORMAL:
                 samples.append(Sample(image, None, 0, defect))
             else:
-                mask = find_mask(folder / "ground_truth" / defect, f"{image.stem}_mask", image)
+                mask = find_mask(folder / GROUND_TRUTH / defect, f"{image.stem}_mask", image) if masks else None
                 samples.append(Sample(image, mask, 1, defect))
     if not samples:
         raise DatasetError(f"test folder {test} holds no PNG, BMP or JPEG images in its subfolders")

@@ -15,7 +15,8 @@ def show_samples(
     size: float = 2.2,
 ):
     """Show ``n`` items of ``dataset`` (evenly spaced, or ``indices``) with masks in translucent red
-    and a red contour; titles give the defect type. Returns the matplotlib Figure."""
+    and a red contour (none for a data set without masks); titles give the defect type. Returns the
+    matplotlib Figure."""
     import matplotlib.pyplot as plt
 
     if indices is None:
@@ -31,9 +32,9 @@ def show_samples(
     for ax, index in zip(axes.flat, indices):
         item = dataset[index]
         image = item["image"].permute(1, 2, 0).numpy()
-        mask = item["mask"][0].numpy()
+        mask = item["mask"][0].numpy() if "mask" in item else None
         ax.imshow(image)
-        if mask.any():
+        if mask is not None and mask.any():
             overlay = np.zeros((*mask.shape, 4), dtype=np.float32)
             overlay[..., 0], overlay[..., 3] = 1.0, 0.35 * mask
             ax.imshow(overlay)
