@@ -21,7 +21,9 @@ Protocol.
   weights, batch 8, its learning rates and noise), 128 px, on the CPU;
   configurations ``rd``, ``rdpp-paper`` (the paper's RD++) and ``rdpp`` (the
   demo profile's RD++) of :data:`rdtutorial.ablation.CONFIGS`. A seed fixes the
-  initial weights, the batch order and the noise of a run.
+  initial weights, the batch order and the noise of a run. Every run trains on
+  all the train cells (``calibration_fraction=0``): the split's validation
+  cells, not a part of the training normals, are the held-out set here.
 - Chosen on the validation split, never on test: the epoch budget only.
   ``--stage validation`` trains RD (and any other ``--configs``) for
   ``--max-epochs``, evaluating the image AUROC on the validation cells every
@@ -100,7 +102,7 @@ DEMO_RESULTS = Path(__file__).parent / "results" / "ablation_demo.json"
 def run_config(job: dict) -> TrainConfig:
     """The demo profile on ELPV with the job's type and size (and configuration, seed, epochs, evaluations)."""
     return preset("demo", dataset="elpv", category=job["type"], image_size=job["image_size"], device="cpu",
-                  progress=False, **{k: job[k] for k in ("seed", "epochs", "eval_every") if k in job},
+                  calibration_fraction=0, progress=False, **{k: job[k] for k in ("seed", "epochs", "eval_every") if k in job},
                   **CONFIGS[job.get("config", BASELINE)])
 
 
