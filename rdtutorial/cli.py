@@ -40,7 +40,7 @@ EXAMPLES = """examples:
   python -m rdtutorial download --root data/mvtec --category bottle
   python -m rdtutorial train --profile paper --data-root data/mvtec --category all --checkpoint-every 10
   python -m rdtutorial evaluate runs/mvtec_rdpp
-  python -m rdtutorial predict runs/mvtec_rdpp/bottle my_images/ --threshold T   # T: a score you chose
+  python -m rdtutorial predict runs/mvtec_rdpp/bottle my_images/   # the run's threshold (calibration.json)
 
 Use `python -m rdtutorial COMMAND --help` for each command's options."""
 # Input errors, printed as one message with exit status 2: rdtutorial's own (InputError: configuration, device,
@@ -125,8 +125,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     found = predict_images(args.checkpoint, args.input, args.out_dir, args.threshold, args.vmin, args.vmax,
                            args.batch_size, _device(args.device), progress=not args.no_progress,
                            overwrite=args.overwrite)
-    flagged = f", {found.count_above(args.threshold)} above --threshold {args.threshold}" \
-        if args.threshold is not None else ""
+    print(f"threshold: {found.decision.source}")
+    flagged = "" if found.anomalous is None else f", {sum(found.anomalous)} anomalous (score >= threshold)"
     print(f"{len(found.images)} images{flagged}; scores in {found.out_dir / SCORES_NAME}, overlays in "
           f"{found.out_dir} (colour scale {found.vmin:.4f} to {found.vmax:.4f})")
     return 0
@@ -200,13 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="anomaly-map overlays and scores for a folder of images",
                        description="Score every PNG/JPEG/BMP image in a folder (or one image) with a trained "
                                    "checkpoint: <out-dir>/<image>_map.png overlays (the image with its anomaly "
-                                   "map as a heat map) and <out-dir>/scores.csv (path, score[, anomalous], overlay). "
-                                   "The score is the maximum of the anomaly map, as in evaluation.")
+                                   "map as a heat map) and <out-dir>/scores.csv (path, score[, score_normalized]"
+                                   "[, anomalous], overlay). The score is the maximum of the anomaly map, as in "
+                                   "evaluation; an image is anomalous when its score is at or above the threshold: "
+                                   "the run's calibration.json (chosen by train on held-out normal images; "
+                                   "score_normalized puts it at 0.5) unless --threshold is given.")
     p.add_argument("checkpoint", help="a checkpoint.pt, or a run folder holding one")
     p.add_argument("input", help="a folder of images, or one image file")
     p.add_argument("--out-dir", default="predictions", help="output folder (default: %(default)s)")
     p.add_argument("--threshold", type=float,
-                   help="mark images with a score above this as anomalous (an 'anomalous' 0/1 column in the CSV)")
+                   help="mark images with a score at or above this as anomalous, instead of the run's threshold "
+                        "(default: the one in calibration.json beside the checkpoint, if there is one)")
     p.add_argument("--vmin", type=float, help="score shown as the coldest colour (default: the lowest map value)")
     p.add_argument("--vmax", type=float, help="score shown as the hottest colour (default: the highest map value)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default: %(default)s)")

@@ -127,7 +127,7 @@ def test_train_evaluate_predict_round_trip(tiny_root, tmp_path, capsys):
     assert main(["predict", str(run / "brick"), str(images), "--out-dir", str(pred), "--threshold", str(threshold),
                  "--overwrite", "--no-progress"]) == 0  # the same folder again: its predictions are replaced
     rows = _rows(pred / "scores.csv")
-    assert [int(r["anomalous"]) for r in rows] == [int(s > threshold) for s in scores]
+    assert [int(r["anomalous"]) for r in rows] == [int(s >= threshold) for s in scores]
     assert {int(r["anomalous"]) for r in rows} == {0, 1}
 
 
