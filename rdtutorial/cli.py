@@ -1,13 +1,14 @@
-"""The command line: ``python -m rdtutorial {demo,train,evaluate,predict,download}``; it parses and dispatches.
+"""The command line: ``python -m rdtutorial {demo,train,evaluate,predict,export,download}``; it parses and dispatches.
 
 ``demo`` trains RD++ on the embedded demo dataset on the CPU and writes a short report; ``train`` and
 ``evaluate`` run one or all categories of MVTec AD, BTAD or an MVTec-layout folder (:mod:`rdtutorial.categories`;
 ``train`` has an option per :class:`~rdtutorial.config.TrainConfig` field, :mod:`rdtutorial.options`);
-``predict`` scores a folder of images (:mod:`rdtutorial.predict`); ``download`` fetches MVTec AD.
+``predict`` scores a folder of images (:mod:`rdtutorial.predict`); ``export`` writes a run's model as an ONNX file
+and checks it with ONNX Runtime (:func:`rdtutorial.export.export_run`); ``download`` fetches MVTec AD.
 
-Bad input (:data:`INPUT_ERRORS`) ends with an ``error: ...`` line on stderr and exit status 2; a diverged run
-or a GPU out of memory with exit status 1 and a message. Any other exception, a ``ValueError`` included, is a
-bug in rdtutorial and shows its traceback.
+Bad input (:data:`INPUT_ERRORS`) ends with an ``error: ...`` line on stderr and exit status 2; a diverged run,
+an ONNX file that disagrees with PyTorch or a GPU out of memory with exit status 1 and a message. Any other
+exception, a ``ValueError`` included, is a bug in rdtutorial and shows its traceback.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from pathlib import Path
 import torch
 
 from .categories import evaluate_categories, resolve_categories, train_categories
+from .calibration import CALIBRATION_NAME
 from .checkpoint import CHECKPOINT_NAME
 from .config import METHODS, PAPER_EPOCHS, PROFILES, preset
 from .data import DEMO_CATEGORIES, MVTEC_SHA256, MVTEC_URL, DatasetError, MVTecAD
 from .data import download_mvtec, make_demo_dataset
 from .device import check_device, default_device
 from .errors import ConfigError, InputError, input_message
+from .export import CHECK_IMAGES, EXTRA, MAP_ABS_TOL, SCORE_REL_TOL, ExportMismatchError, export_run
 from .metrics import METRICS
 from .options import add_config_options, config_overrides, count, positive_int
 from .predict import SCORES_NAME, predict_images
@@ -34,13 +37,14 @@ from .runs import SUMMARY_NAME, check_run_folder, run_lock
 from .train import NonFiniteLossError, build_datasets, train
 
 DEMO_EPOCHS = 40  # where RD's validation metrics stop improving (book chapter 9)
-DESCRIPTION = "RD++ (Revisiting Reverse Distillation for Anomaly Detection): train, evaluate and predict."
+DESCRIPTION = "RD++ (Revisiting Reverse Distillation for Anomaly Detection): train, evaluate, predict and export."
 EXAMPLES = """examples:
   python -m rdtutorial demo                                  # a few CPU minutes, report in runs/demo
   python -m rdtutorial download --root data/mvtec --category bottle
   python -m rdtutorial train --profile paper --data-root data/mvtec --category all --checkpoint-every 10
   python -m rdtutorial evaluate runs/mvtec_rdpp
   python -m rdtutorial predict runs/mvtec_rdpp/bottle my_images/   # the run's threshold (calibration.json)
+  python -m rdtutorial export runs/mvtec_rdpp/bottle --onnx bottle.onnx
 
 Use `python -m rdtutorial COMMAND --help` for each command's options."""
 # Input errors, printed as one message with exit status 2: rdtutorial's own (InputError: configuration, device,
@@ -70,7 +74,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         write_report(model, datasets[1], out_dir, cfg.device, history)
     print(metrics_table({cfg.category: {m: history.evals[-1][m] for m in METRICS}}))
     print(f"trained {cfg.method} on {cfg.category} for {cfg.epochs} epochs in {time.perf_counter() - tic:.0f} s; "
-          f"report in {out_dir}: metrics.json, anomaly_maps.png, history.png, {CHECKPOINT_NAME}")
+          f"report in {out_dir}: metrics.json, anomaly_maps.png, history.png, {CHECKPOINT_NAME}, "
+          f"{CALIBRATION_NAME}")
     return 0
 
 
@@ -129,6 +134,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     flagged = "" if found.anomalous is None else f", {sum(found.anomalous)} anomalous (score >= threshold)"
     print(f"{len(found.images)} images{flagged}; scores in {found.out_dir / SCORES_NAME}, overlays in "
           f"{found.out_dir} (colour scale {found.vmin:.4f} to {found.vmax:.4f})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    done = export_run(args.run, args.onnx, args.image_size, args.data_root, args.overwrite,
+                      progress=not args.no_progress)
+    meta = done.metadata
+    size = "x".join(map(str, meta["image_size"]))
+    threshold = (f"threshold {meta['threshold']:.6g} (target false-alarm rate {meta['calibration']['target']:g} on "
+                 f"{meta['calibration']['n_normal']} held-out normal images)" if meta["threshold"] is not None
+                 else f"no threshold: {meta['threshold_note']}")
+    print(f"wrote {done.path} ({done.path.stat().st_size / 2**20:.1f} MiB): {meta['model']['method']} on "
+          f"{meta['model']['teacher']}, images [batch, 3, {size.replace('x', ', ')}] in [0, 1] -> maps, scores; "
+          f"{threshold}")
+    print(f"ONNX Runtime vs PyTorch on {done.checked_on}: maps differ by at most {done.check.map_abs:.3g} "
+          f"(tolerance {MAP_ABS_TOL:g}), scores by at most {done.check.score_rel:.3g} relative "
+          f"(tolerance {SCORE_REL_TOL:g})")
     return 0
 
 
@@ -220,6 +242,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("export", help="export a trained model to ONNX, checked with ONNX Runtime",
+                       description="Write the whole inference path of a trained run (teacher normalisation, "
+                                   "teacher, projections, OCBE, decoder, anomaly map, image score) as one ONNX "
+                                   "graph: input images [batch, 3, H, W] float32 in [0, 1], outputs maps [batch, 1, "
+                                   "H, W] and scores [batch], batch dynamic. Its metadata holds the image size and, "
+                                   "from the run's calibration.json, the threshold. The file is then run with ONNX "
+                                   f"Runtime on {CHECK_IMAGES} test images of the run's data and compared with "
+                                   f"PyTorch (maps within {MAP_ABS_TOL:g}, scores within {SCORE_REL_TOL:g} "
+                                   f"relative). Needs the export extra: {EXTRA}.")
+    p.add_argument("run", help="a run folder holding checkpoint.pt (one category's), or a checkpoint.pt")
+    p.add_argument("--onnx", required=True, help="the ONNX file to write (its folder must exist)")
+    p.add_argument("--image-size", type=positive_int,
+                   help="image side of the graph, a multiple of 32 (default: the run's; another size drops the "
+                        "threshold, which was chosen at the run's)")
+    p.add_argument("--data-root", help="dataset folder for the check (default: the one stored in the checkpoint)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --onnx file")
+    _add_common(p)
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("download", help="download and extract MVTec AD (about 5 GB)",
                        description="Download mvtec_anomaly_detection.tar.xz (resuming a partial download), check "
                                    "its SHA-256 and extract the requested categories into --root. An archive "
@@ -236,14 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 training diverged, 2 bad input, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 ok, 1 training diverged or the ONNX check failed, 2 bad input,
+    130 interrupted)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help (0) or a usage error (2, message already printed)
         return int(stop.code or 0)
     try:
         return args.func(args)
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, ExportMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except torch.cuda.OutOfMemoryError:

@@ -141,7 +141,8 @@ def test_predict_applies_the_runs_calibration_unless_given_a_threshold_and_says_
         rows = list(csv.DictReader(f))
     assert [float(r["score_normalized"]) for r in rows] == pytest.approx([calibration.image(s) for s in found.scores],
                                                                        abs=1e-6)  # 6 decimals
-    assert float(rows[1]["score_normalized"]) == pytest.approx(0.5) and [r["anomalous"] for r in rows] == ["0", "1", "1"]
+    assert float(rows[1]["score_normalized"]) == pytest.approx(0.5)
+    assert [r["anomalous"] for r in rows] == ["0", "1", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,8 @@ def test_train_writes_the_calibration_of_the_held_out_normals_and_resume_keeps_i
     root, held, all_normals = runs
     record = json.loads((held / CALIBRATION_NAME).read_text())
     calibration = Calibration.from_dict(record)
-    assert (calibration.method, calibration.target, calibration.n_normal, calibration.n_defective) == ("fpr", 0.25, 4, 0)
+    assert (calibration.method, calibration.target) == ("fpr", 0.25)
+    assert (calibration.n_normal, calibration.n_defective) == (4, 0)
     scores = [i["score"] for i in record["images"]]
     assert calibration.threshold == max(scores)  # rank ceil(5 * 0.75) = 4 of 4
     assert calibration.image(calibration.threshold) == 0.5 and calibration.pixel_threshold > 0
