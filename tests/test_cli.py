@@ -75,7 +75,7 @@ def test_demo_writes_the_report_and_prints_the_metrics(tmp_path, capsys):
     assert (out / "checkpoint.pt").is_file()
     assert (tmp_path / "demo" / "gravel" / "train" / "good").is_dir()  # the whole demo set is made
     # a fresh demo run has its threshold: 12 of the 60 training normals held out at a false-alarm rate of 0.1
-    assert main(["predict", str(out), str(tmp_path / "demo" / "brick" / "test" / "crack"), "--out-dir",
+    assert main(["predict", str(out), str(tmp_path / "demo" / "brick" / "test" / "scratch"), "--out-dir",
                  str(tmp_path / "pred"), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert f"from {out / 'calibration.json'}: target false-alarm rate 0.1 on 12 held-out normal images" in printed
