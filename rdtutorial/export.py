@@ -79,20 +79,17 @@ class ExportMismatchError(RuntimeError):
     """ONNX Runtime's maps or scores differ from PyTorch's beyond the tolerances: the file is not kept."""
 
 
-def _tools(*names: str):
-    """The modules ``names`` of the ``export`` extra, imported now; an :class:`ExportSetupError` when one is
+def _tool(name: str):
+    """The module ``name`` of the ``export`` extra, imported now; an :class:`ExportSetupError` when it is
     missing or torch is older than :data:`MIN_TORCH`."""
     version = tuple(int(part) for part in torch.__version__.split(".")[:2])
     if version < MIN_TORCH:
         raise ExportSetupError(f"ONNX export needs torch {'.'.join(map(str, MIN_TORCH))} or newer (this is "
                                f"{torch.__version__}): {EXTRA}")
-    modules = []
-    for name in names:
-        try:
-            modules.append(importlib.import_module(name))
-        except ImportError:
-            raise ExportSetupError(f"ONNX export needs the {name} package, which is not installed: {EXTRA}") from None
-    return modules[0] if len(modules) == 1 else modules
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ExportSetupError(f"ONNX export needs the {name} package, which is not installed: {EXTRA}") from None
 
 
 def _image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -181,7 +178,8 @@ def export_onnx(
         encoded = {str(key): json.dumps(value) for key, value in props.items()}
     except TypeError as err:
         raise ValueError(f"metadata must be JSON-serialisable: {err}") from None
-    _tools("onnx", "onnxscript")
+    for name in ("onnx", "onnxscript"):  # the exporter's
+        _tool(name)
     if path.is_dir():
         raise _cannot_write(path, "it is a folder")
     try:
@@ -216,7 +214,7 @@ def export_onnx(
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The ``metadata_props`` of an ONNX file written by :func:`export_onnx`, JSON-decoded."""
-    proto = _tools("onnx").load(str(path), load_external_data=False)
+    proto = _tool("onnx").load(str(path), load_external_data=False)
     return {prop.key: json.loads(prop.value) for prop in proto.metadata_props}
 
 
@@ -230,7 +228,7 @@ class OnnxCheck(NamedTuple):
 def verify_onnx(path: str | os.PathLike, model: nn.Module, images: Tensor) -> OnnxCheck:
     """Run the ONNX file ``path`` (ONNX Runtime, CPU) and ``model`` (PyTorch, eval mode, its device) on
     ``images`` [B,3,H,W] in [0, 1] and compare the maps and scores."""
-    session = _tools("onnxruntime").InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = _tool("onnxruntime").InferenceSession(str(path), providers=["CPUExecutionProvider"])
     sigma = float(session.get_modelmeta().custom_metadata_map.get("sigma", 4.0))
     wrapper = InferenceModel(model, tuple(images.shape[-2:]), sigma)
     device = next(model.parameters()).device
@@ -269,7 +267,8 @@ def export_run(run: str | os.PathLike, path: str | os.PathLike, image_size: int 
     size not a multiple of 32, a missing output folder, an existing file
     without ``overwrite``, missing data) is found before the (slow) export.
     """
-    _tools("onnx", "onnxscript", "onnxruntime")
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        _tool(name)
     if image_size is not None:
         _image_size(image_size)
     found = find_checkpoints(run)
