@@ -22,7 +22,7 @@ The defaults, 0.2 and 0.1, are set by the smallest training sets the book
 meets: the demo categories and MVTec AD's toothbrush have 60 training
 normals. A false-alarm rate a needs at least ``1/a - 1`` held-out images, so
 0.1 of 60 (6 images) cannot express a rate of 0.1 at all (the smallest is
-1/7, the maximum of the six, and its 95% range runs from 0.4% to 41%). 0.2
+1/7, the maximum of the six, and its 95% range runs from 0.4% to 46%). 0.2
 holds out 12: the threshold for a = 0.1 is their largest score, its expected
 false-alarm rate on new normals 1/13 and its 95% range 0.2% to 26%. An
 inspection line wanting 1% needs 99 held-out normals (f = 0.2 of 500).

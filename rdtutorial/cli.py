@@ -1,14 +1,15 @@
-"""The command line: ``python -m rdtutorial {demo,train,evaluate,predict,download}``; it parses and dispatches.
+"""The command line: ``python -m rdtutorial {demo,train,evaluate,predict,export,download}``; it parses and dispatches.
 
 ``demo`` trains RD++ on the embedded demo dataset on the CPU and writes a short report; ``train`` and
 ``evaluate`` run one or all categories of MVTec AD, BTAD, an MVTec-layout folder or ELPV
 (:mod:`rdtutorial.categories`; ``train`` has an option per :class:`~rdtutorial.config.TrainConfig` field,
-:mod:`rdtutorial.options`); ``predict`` scores a folder of images (:mod:`rdtutorial.predict`); ``download``
-fetches MVTec AD.
+:mod:`rdtutorial.options`); ``predict`` scores a folder of images (:mod:`rdtutorial.predict`); ``export`` writes
+a run's model as an ONNX file and checks it with ONNX Runtime (:func:`rdtutorial.export.export_run`);
+``download`` fetches MVTec AD.
 
-Bad input (:data:`INPUT_ERRORS`) ends with an ``error: ...`` line on stderr and exit status 2; a diverged run
-or a GPU out of memory with exit status 1 and a message. Any other exception, a ``ValueError`` included, is a
-bug in rdtutorial and shows its traceback.
+Bad input (:data:`INPUT_ERRORS`) ends with an ``error: ...`` line on stderr and exit status 2; a diverged run,
+an ONNX file that disagrees with PyTorch or a GPU out of memory with exit status 1 and a message. Any other
+exception, a ``ValueError`` included, is a bug in rdtutorial and shows its traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .calibration import CALIBRATION_NAME
 from .categories import dataset_root, evaluate_categories, resolve_categories, train_categories
 from .checkpoint import CHECKPOINT_NAME
 from .config import METHODS, PAPER_EPOCHS, PROFILES, preset
@@ -27,6 +29,7 @@ from .data import DEMO_CATEGORIES, MVTEC_SHA256, MVTEC_URL, MVTecAD
 from .data import download_mvtec, make_demo_dataset
 from .device import check_device, default_device
 from .errors import ConfigError, InputError, input_message
+from .export import CHECK_IMAGES, EXTRA, MAP_ABS_TOL, SCORE_REL_TOL, ExportMismatchError, export_run
 from .metrics import METRICS
 from .options import add_config_options, config_overrides, count, positive_int
 from .predict import SCORES_NAME, predict_images
@@ -35,13 +38,14 @@ from .runs import SUMMARY_NAME, check_run_folder, run_lock
 from .train import NonFiniteLossError, build_datasets, train
 
 DEMO_EPOCHS = 40  # where RD's validation metrics stop improving (book chapter 9)
-DESCRIPTION = "RD++ (Revisiting Reverse Distillation for Anomaly Detection): train, evaluate and predict."
+DESCRIPTION = "RD++ (Revisiting Reverse Distillation for Anomaly Detection): train, evaluate, predict and export."
 EXAMPLES = """examples:
   python -m rdtutorial demo                                  # a few CPU minutes, report in runs/demo
   python -m rdtutorial download --root data/mvtec --category bottle
   python -m rdtutorial train --profile paper --data-root data/mvtec --category all --checkpoint-every 10
   python -m rdtutorial evaluate runs/mvtec_rdpp
-  python -m rdtutorial predict runs/mvtec_rdpp/bottle my_images/ --threshold T   # T: a score you chose
+  python -m rdtutorial predict runs/mvtec_rdpp/bottle my_images/   # the run's threshold (calibration.json)
+  python -m rdtutorial export runs/mvtec_rdpp/bottle --onnx bottle.onnx
 
 Use `python -m rdtutorial COMMAND --help` for each command's options."""
 # Input errors, printed as one message with exit status 2: rdtutorial's own (InputError: configuration, device,
@@ -71,7 +75,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         write_report(model, datasets[1], out_dir, cfg.device, history)
     print(metrics_table({cfg.category: {m: history.evals[-1][m] for m in METRICS}}))
     print(f"trained {cfg.method} on {cfg.category} for {cfg.epochs} epochs in {time.perf_counter() - tic:.0f} s; "
-          f"report in {out_dir}: metrics.json, anomaly_maps.png, history.png, {CHECKPOINT_NAME}")
+          f"report in {out_dir}: metrics.json, anomaly_maps.png, history.png, {CHECKPOINT_NAME}, "
+          f"{CALIBRATION_NAME}")
     return 0
 
 
@@ -122,10 +127,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
     found = predict_images(args.checkpoint, args.input, args.out_dir, args.threshold, args.vmin, args.vmax,
                            args.batch_size, _device(args.device), progress=not args.no_progress,
                            overwrite=args.overwrite)
-    flagged = f", {found.count_above(args.threshold)} above --threshold {args.threshold}" \
-        if args.threshold is not None else ""
+    print(f"threshold: {found.decision.source}")
+    flagged = "" if found.anomalous is None else f", {sum(found.anomalous)} anomalous (score >= threshold)"
     print(f"{len(found.images)} images{flagged}; scores in {found.out_dir / SCORES_NAME}, overlays in "
           f"{found.out_dir} (colour scale {found.vmin:.4f} to {found.vmax:.4f})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    done = export_run(args.run, args.onnx, args.image_size, args.data_root, args.overwrite,
+                      progress=not args.no_progress)
+    meta = done.metadata
+    size = "x".join(map(str, meta["image_size"]))
+    threshold = (f"threshold {meta['threshold']:.6g} (target false-alarm rate {meta['calibration']['target']:g} on "
+                 f"{meta['calibration']['n_normal']} held-out normal images)" if meta["threshold"] is not None
+                 else f"no threshold: {meta['threshold_note']}")
+    print(f"wrote {done.path} ({done.path.stat().st_size / 2**20:.1f} MiB): {meta['model']['method']} on "
+          f"{meta['model']['teacher']}, images [batch, 3, {size.replace('x', ', ')}] in [0, 1] -> maps, scores; "
+          f"{threshold}")
+    print(f"ONNX Runtime vs PyTorch on {done.checked_on}: maps differ by at most {done.check.map_abs:.3g} "
+          f"(tolerance {MAP_ABS_TOL:g}), scores by at most {done.check.score_rel:.3g} relative "
+          f"(tolerance {SCORE_REL_TOL:g})")
     return 0
 
 
@@ -197,13 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="anomaly-map overlays and scores for a folder of images",
                        description="Score every PNG/JPEG/BMP image in a folder (or one image) with a trained "
                                    "checkpoint: <out-dir>/<image>_map.png overlays (the image with its anomaly "
-                                   "map as a heat map) and <out-dir>/scores.csv (path, score[, anomalous], overlay). "
-                                   "The score is the maximum of the anomaly map, as in evaluation.")
+                                   "map as a heat map) and <out-dir>/scores.csv (path, score[, score_normalized]"
+                                   "[, anomalous], overlay). The score is the maximum of the anomaly map, as in "
+                                   "evaluation; an image is anomalous when its score is at or above the threshold: "
+                                   "the run's calibration.json (chosen by train on held-out normal images; "
+                                   "score_normalized puts it at 0.5) unless --threshold is given.")
     p.add_argument("checkpoint", help="a checkpoint.pt, or a run folder holding one")
     p.add_argument("input", help="a folder of images, or one image file")
     p.add_argument("--out-dir", default="predictions", help="output folder (default: %(default)s)")
     p.add_argument("--threshold", type=float,
-                   help="mark images with a score above this as anomalous (an 'anomalous' 0/1 column in the CSV)")
+                   help="mark images with a score at or above this as anomalous, instead of the run's threshold "
+                        "(default: the one in calibration.json beside the checkpoint, if there is one)")
     p.add_argument("--vmin", type=float, help="score shown as the coldest colour (default: the lowest map value)")
     p.add_argument("--vmax", type=float, help="score shown as the hottest colour (default: the highest map value)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="images per batch (default: %(default)s)")
@@ -212,6 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the predictions already in --out-dir (its scores.csv and *_map.png are removed)")
     _add_common(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export a trained model to ONNX, checked with ONNX Runtime",
+                       description="Write the whole inference path of a trained run (teacher normalisation, "
+                                   "teacher, projections, OCBE, decoder, anomaly map, image score) as one ONNX "
+                                   "graph: input images [batch, 3, H, W] float32 in [0, 1], outputs maps [batch, 1, "
+                                   "H, W] and scores [batch], batch dynamic. Its metadata holds the image size and, "
+                                   "from the run's calibration.json, the threshold. The file is then run with ONNX "
+                                   f"Runtime on {CHECK_IMAGES} test images of the run's data and compared with "
+                                   f"PyTorch (maps within {MAP_ABS_TOL:g}, scores within {SCORE_REL_TOL:g} "
+                                   f"relative). Needs the export extra: {EXTRA}.")
+    p.add_argument("run", help="a run folder holding checkpoint.pt (one category's), or a checkpoint.pt")
+    p.add_argument("--onnx", required=True, help="the ONNX file to write (its folder must exist)")
+    p.add_argument("--image-size", type=positive_int,
+                   help="image side of the graph, a multiple of 32 (default: the run's; another size drops the "
+                        "threshold, which was chosen at the run's)")
+    p.add_argument("--data-root", help="dataset folder for the check (default: the one stored in the checkpoint)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --onnx file")
+    _add_common(p)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("download", help="download and extract MVTec AD (about 5 GB)",
                        description="Download mvtec_anomaly_detection.tar.xz (resuming a partial download), check "
@@ -229,14 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 training diverged, 2 bad input, 130 interrupted)."""
+    """Run the command line; returns the exit status (0 ok, 1 training diverged or the ONNX check failed, 2 bad input,
+    130 interrupted)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # --help (0) or a usage error (2, message already printed)
         return int(stop.code or 0)
     try:
         return args.func(args)
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, ExportMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except torch.cuda.OutOfMemoryError:

@@ -1,14 +1,21 @@
-"""Scoring new images with a trained checkpoint: heat-map overlays and a CSV of scores.
+"""Scoring new images with a trained checkpoint: heat-map overlays, scores and decisions in a CSV.
 
 Every PNG/JPEG/BMP image of a folder (or one image) is resized to the
 model's input size and scored by the maximum of its anomaly map, as in
 evaluation. The maps are drawn over the original images with one colour
 scale for the whole folder, so colours compare across images.
+
+An image is called anomalous when its score is at or above the threshold
+(:mod:`rdtutorial.threshold`'s convention). The threshold is the run's own
+(``calibration.json`` beside the checkpoint, chosen by ``train`` on held-out
+normal images: :mod:`rdtutorial.calibration`) unless the caller gives one;
+:class:`Decision` says which was applied and where it came from.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,21 +24,34 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .calibration import CALIBRATION_NAME, load_calibration
 from .checkpoint import CheckpointError, find_checkpoints
 from .data.io import IMAGE_EXTENSIONS, is_image_file, list_images, load_image, resize_image
 from .errors import ConfigError
 from .evaluate import predict_maps
 from .report import save_overlay
 from .runs import RunFolderError, check_writable
+from .threshold import Normalization
 from .train import load_trained
 
 SCORES_NAME = "scores.csv"
 OVERLAY_SUFFIX = "_map.png"
 
 
+@dataclass(frozen=True)
+class Decision:
+    """The threshold applied to image scores (None: scores only), where it came from in one line, and the
+    calibration's normalisation (0.5 = its threshold) when the threshold is the calibration's."""
+
+    threshold: float | None
+    source: str
+    normalization: Normalization | None = None
+
+
 @dataclass
 class Predictions:
-    """What :func:`predict_images` wrote: the images, their scores, their overlays' names and the colour scale."""
+    """What :func:`predict_images` wrote: the images, their scores, their overlays' names, the colour scale and
+    the decision rule."""
 
     images: list[Path]
     scores: list[float]
@@ -39,9 +59,33 @@ class Predictions:
     vmin: float
     vmax: float
     out_dir: Path
+    decision: Decision
 
-    def count_above(self, threshold: float) -> int:
-        return sum(s > threshold for s in self.scores)
+    @property
+    def anomalous(self) -> list[int] | None:
+        """1 where the score is at or above the threshold, else 0; None without a threshold."""
+        t = self.decision.threshold
+        return None if t is None else [int(s >= t) for s in self.scores]
+
+
+def decision_for(checkpoint: Path, threshold: float | None = None) -> Decision:
+    """The decision rule for the model of ``checkpoint``: ``threshold`` if given, else the one in
+    ``calibration.json`` beside it, else none (with what to do to get one)."""
+    found = load_calibration(checkpoint.parent)
+    where = checkpoint.parent / CALIBRATION_NAME
+    if threshold is not None:
+        overridden = f", instead of {where}'s {found[0].threshold:.6g}" if found else ""
+        return Decision(threshold, f"--threshold {threshold:.6g} (given{overridden})")
+    if found is None:
+        return Decision(None, f"no threshold: {checkpoint.parent} has no {CALIBRATION_NAME} (train with "
+                              "--calibration-fraction > 0 to get one, or pass --threshold); scores only")
+    calibration, record = found
+    interval = record.get("false_alarm_interval") or {}
+    spread = (f"; on new normal images its rate lies in {interval['low']:.1%} to {interval['high']:.1%} "
+              f"({interval['confidence']:.0%})" if {"low", "high", "confidence"} <= set(interval) else "")
+    return Decision(calibration.threshold,
+                    f"{calibration.threshold:.6g} from {where}: target false-alarm rate {calibration.target:g} on "
+                    f"{calibration.n_normal} held-out normal images{spread}", calibration.image)
 
 
 def input_images(path: str | os.PathLike) -> list[Path]:
@@ -95,15 +139,19 @@ def predict_images(checkpoint: str | os.PathLike, source: str | os.PathLike, out
     """Score the images at ``source`` with the model of ``checkpoint`` (a file, or a folder holding one).
 
     Writes ``out_dir/<image>_map.png`` overlays (colour scale ``vmin`` to ``vmax``, default the lowest and
-    highest map value) and ``out_dir/scores.csv`` (path, score, with ``threshold`` an ``anomalous`` 0/1
-    column, overlay). A folder holding earlier predictions is refused; with ``overwrite``, they are removed
-    (once the new maps are computed), so old and new files are never mixed.
+    highest map value) and ``out_dir/scores.csv``: path, score, with the run's calibration
+    ``score_normalized`` (0.5 = its threshold), with a threshold (:func:`decision_for`: ``threshold``, else
+    the calibration's) ``anomalous`` 0/1, and overlay. A folder holding earlier predictions is refused; with
+    ``overwrite``, they are removed (once the new maps are computed), so old and new files are never mixed.
     """
     ckpt = find_checkpoints(checkpoint)
     if len(ckpt) != 1:
         raise CheckpointError(f"{checkpoint} holds {len(ckpt)} checkpoints; pass one checkpoint.pt")
+    if threshold is not None and not math.isfinite(threshold):
+        raise ConfigError(f"--threshold {threshold}: must be a finite number")
     if vmin is not None and vmax is not None and vmax <= vmin:
         raise ConfigError(f"--vmax {vmax} must be greater than --vmin {vmin}")
+    decision = decision_for(ckpt[0], threshold)
     images = input_images(source)
     out_dir = prediction_folder(out_dir, source, overwrite)
     model, cfg = load_trained(ckpt[0], device)
@@ -123,17 +171,19 @@ def predict_images(checkpoint: str | os.PathLike, source: str | os.PathLike, out
         image = load_image(path)
         full = F.interpolate(amap[None].float(), size=image.shape[-2:], mode="bilinear", align_corners=False)
         save_overlay(out_dir / name, image.permute(1, 2, 0).numpy(), full[0, 0].numpy(), vmin, vmax)
-    write_scores(out_dir / SCORES_NAME, images, scores, names, threshold)
-    return Predictions(images, scores, names, vmin, vmax, out_dir)
+    found = Predictions(images, scores, names, vmin, vmax, out_dir, decision)
+    write_scores(out_dir / SCORES_NAME, found)
+    return found
 
 
-def write_scores(path: Path, images: list[Path], scores: list[float], names: list[str],
-                 threshold: float | None) -> None:
-    """The CSV of :func:`predict_images`: path, score[, anomalous], overlay."""
+def write_scores(path: Path, found: Predictions) -> None:
+    """The CSV of :func:`predict_images`: path, score[, score_normalized][, anomalous], overlay."""
+    norm, flags = found.decision.normalization, found.anomalous
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "score"] + (["anomalous"] if threshold is not None else []) + ["overlay"])
-        for image, score, name in zip(images, scores, names):
-            flag = [int(score > threshold)] if threshold is not None else []
-            writer.writerow([str(image), f"{score:.6f}", *flag, name])
+        writer.writerow(["path", "score"] + (["score_normalized"] if norm else []) +
+                        (["anomalous"] if flags is not None else []) + ["overlay"])
+        for i, (image, score, name) in enumerate(zip(found.images, found.scores, found.overlays)):
+            writer.writerow([str(image), f"{score:.6f}", *([f"{norm(score):.6f}"] if norm else []),
+                             *([flags[i]] if flags is not None else []), name])

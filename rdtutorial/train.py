@@ -10,7 +10,9 @@ Per batch of normal images x (RD++):
 
 RD trains OCBE + decoder with L_KD alone. The run is evaluated at the end
 (and every ``eval_every`` epochs for curves); the last epoch's model is the
-result: no checkpoint is ever chosen by test metrics.
+result: no checkpoint is ever chosen by test metrics. A part of the training
+normals (``calibration_fraction``) is held out of training and scored at the
+end, for the decision threshold (:mod:`rdtutorial.calibration`).
 """
 
 from __future__ import annotations
@@ -200,13 +202,15 @@ def _set_rng_state(state: dict, loader_gen: torch.Generator, noise_gen: torch.Ge
 def train(cfg: TrainConfig, datasets: tuple[Dataset, Dataset] | None = None) -> tuple[nn.Module, History]:
     """Train ``cfg.method`` on ``cfg.category``; evaluate at the end. Returns ``(model, history)``.
 
-    ``datasets`` (train, test) replaces the ones built from the config. Both
-    are decoded once into a :class:`rdtutorial.data.CachedImages` on
+    ``datasets`` (train, test) replaces the ones built from the config; the
+    train set loses its calibration part (:func:`rdtutorial.calibration.calibration_split`)
+    either way. All are decoded once into a :class:`rdtutorial.data.CachedImages` on
     ``cfg.device``; training batches are the ones a shuffling DataLoader
     with the run's generator would give. With
     ``out_dir`` set, the history (``history.json``), the final metrics
-    (``metrics.json``) and, every ``checkpoint_every`` epochs and at the end,
-    ``checkpoint.pt`` are written there; ``resume=True`` continues from it,
+    (``metrics.json``), the threshold chosen on the held-out normals
+    (``calibration.json``, when ``calibration_fraction`` > 0) and, every
+    ``checkpoint_every`` epochs and at the end, ``checkpoint.pt`` are written there; ``resume=True`` continues from it,
     bit-identically on a CPU. It runs under :func:`rdtutorial.cpu.fast_cpu`
     (subnormal floats flushed to zero, freed memory kept for the next step), holding ``out_dir``
     (:func:`rdtutorial.runs.run_lock`: a second run into it is refused). Running out of memory raises

@@ -33,6 +33,7 @@ OPTIONS = {
     "evaluate": ["checkpoint", "--data-root", "--category", "--batch-size", "--device", "--out-dir", "--no-progress"],
     "predict": ["checkpoint", "input", "--out-dir", "--threshold", "--vmin", "--vmax", "--batch-size", "--device",
                 "--overwrite", "--no-progress"],
+    "export": ["run", "--onnx", "--image-size", "--data-root", "--overwrite", "--no-progress"],
     "download": ["--root", "--category", "--url", "--sha256", "--timeout"],
 }
 
@@ -73,6 +74,12 @@ def test_demo_writes_the_report_and_prints_the_metrics(tmp_path, capsys):
             assert np.asarray(img.convert("L")).std() > 10  # something is drawn
     assert (out / "checkpoint.pt").is_file()
     assert (tmp_path / "demo" / "gravel" / "train" / "good").is_dir()  # the whole demo set is made
+    # a fresh demo run has its threshold: 12 of the 60 training normals held out at a false-alarm rate of 0.1
+    assert main(["predict", str(out), str(tmp_path / "demo" / "brick" / "test" / "scratch"), "--out-dir",
+                 str(tmp_path / "pred"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"from {out / 'calibration.json'}: target false-alarm rate 0.1 on 12 held-out normal images" in printed
+    assert "anomalous (score >= threshold)" in printed and "anomalous" in _rows(tmp_path / "pred" / "scores.csv")[0]
 
 
 def _rows(path):
@@ -127,7 +134,7 @@ def test_train_evaluate_predict_round_trip(tiny_root, tmp_path, capsys):
     assert main(["predict", str(run / "brick"), str(images), "--out-dir", str(pred), "--threshold", str(threshold),
                  "--overwrite", "--no-progress"]) == 0  # the same folder again: its predictions are replaced
     rows = _rows(pred / "scores.csv")
-    assert [int(r["anomalous"]) for r in rows] == [int(s > threshold) for s in scores]
+    assert [int(r["anomalous"]) for r in rows] == [int(s >= threshold) for s in scores]
     assert {int(r["anomalous"]) for r in rows} == {0, 1}
 
 
