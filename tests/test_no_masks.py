@@ -26,7 +26,7 @@ from rdtutorial.report import NOT_AVAILABLE_NOTE, anomaly_map_figure, metrics_li
 from rdtutorial.train import build_model  # noqa: E402
 
 NO_MASKS = "no masks: image metrics only"
-TINY = ["--image-size", "64", "--epochs", "1", "--batch-size", "4", "--no-progress"]
+TINY = ["--image-size", "64", "--epochs", "1", "--batch-size", "4", "--calibration-fraction", "0", "--no-progress"]
 
 
 @pytest.fixture
