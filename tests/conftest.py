@@ -5,6 +5,7 @@ real, spawns processes, builds or browses the book, or runs a notebook.
 """
 
 import pytest
+import torch
 
 from rdtutorial.config import TrainConfig, preset
 from rdtutorial.data import make_demo_dataset
@@ -15,6 +16,16 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """A test that sets torch's thread count (a benchmark job run in-process) leaves it as it found it: a
+    float sum taken over another number of threads differs in its last bits, and later tests compare weights
+    bit for bit."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,8 @@ def test_checkpoint_loads_with_weights_only(tiny_config, tmp_path):
 
 _CHILD = """
 import sys
+import torch
+torch.set_num_threads(int(sys.argv[3]))  # the parent's: sums over other thread counts differ in the last bits
 from rdtutorial.config import preset
 from rdtutorial.train import train
 cfg = preset("demo", data_root=sys.argv[1], category="brick", image_size=64, batch_size=4, epochs=6,
@@ -61,7 +63,7 @@ train(cfg)
 @pytest.mark.slow
 def test_resume_after_a_kill_is_bit_identical(tiny_root, tiny_config, tmp_path):
     killed = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tiny_root), str(killed)])
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tiny_root), str(killed), str(torch.get_num_threads())])
     ckpt = killed / "checkpoint.pt"
     deadline = time.time() + 240
     try:
