@@ -25,7 +25,7 @@ QUOTED: dict[str, dict[str, str]] = {
         "93.9": "RD4AD paper, MVTec AD mean AUPRO (per-image variant of its code)",
         "94.99": "RD++ paper, MVTec AD mean AUPRO (per-image variant of its code)",
     },
-    "10_gpu_run.ipynb": {
+    "12_gpu_run.ipynb": {
         "99.1": "image AUROC a user of the public RD++ code reported on MVTec AD (reference, section 5)",
         "95.63": "RD++ paper, BTAD image AUROC",
         "97.43": "RD++ paper, BTAD pixel AUROC",
