@@ -30,7 +30,7 @@ from .data.io import IMAGE_EXTENSIONS, is_image_file, list_images, load_image, r
 from .errors import ConfigError
 from .evaluate import predict_maps
 from .report import save_overlay
-from .runs import RunFolderError, check_writable
+from .runs import RunFolderError, check_writable, run_lock
 from .threshold import Normalization
 from .train import load_trained
 
@@ -154,7 +154,15 @@ def predict_images(checkpoint: str | os.PathLike, source: str | os.PathLike, out
     decision = decision_for(ckpt[0], threshold)
     images = input_images(source)
     out_dir = prediction_folder(out_dir, source, overwrite)
-    model, cfg = load_trained(ckpt[0], device)
+    with run_lock(out_dir):  # a second predict into this folder is refused until this one has written
+        prediction_folder(out_dir, source, overwrite)  # again: one that held the folder may have written there
+        return _predict_into(ckpt[0], images, out_dir, decision, vmin, vmax, batch_size, device, progress)
+
+
+def _predict_into(checkpoint: Path, images: list[Path], out_dir: Path, decision: Decision, vmin: float | None,
+                  vmax: float | None, batch_size: int, device: str, progress: bool) -> Predictions:
+    """The body of :func:`predict_images`, once ``out_dir`` is checked and held."""
+    model, cfg = load_trained(checkpoint, device)
     size = (cfg.image_size, cfg.image_size)
     maps, scores = [], []
     for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=not progress):

@@ -5,6 +5,7 @@ where it can be, and nothing the user had is lost or mixed. Tiny settings (64 px
 """
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -185,16 +186,41 @@ def test_predict_refuses_a_folder_with_predictions_and_overwrite_removes_the_old
     checkpoint, test = finished
     out_dir = tmp_path / "pred"
     assert main(["predict", str(checkpoint), str(test / "good"), "--out-dir", str(out_dir), "--no-progress"]) == 0
-    first = sorted(p.name for p in out_dir.iterdir())
+    first = _listing(out_dir)
     assert main(["predict", str(checkpoint), str(test / "good"), "--out-dir", str(out_dir), "--no-progress"]) == 2
     assert _error(capsys) == (f"--out-dir {out_dir} already holds predictions ({len(first) - 1} overlays *_map.png, "
                               "scores.csv): pass --overwrite to replace them, or choose another --out-dir")
-    assert sorted(p.name for p in out_dir.iterdir()) == first
+    assert _listing(out_dir) == first
     one = sorted((test / "good").iterdir())[0]
     assert main(["predict", str(checkpoint), str(one), "--out-dir", str(out_dir), "--overwrite",
                  "--no-progress"]) == 0
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted([f"{one.stem}_map.png", "scores.csv"])
+    assert _listing(out_dir) == sorted([f"{one.stem}_map.png", "scores.csv"])
     assert len((out_dir / "scores.csv").read_text().splitlines()) == 2
+
+
+def _listing(folder: Path) -> list[str]:
+    """The files of ``folder`` a user sees (not the run lock's hidden files)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+@pytest.mark.slow
+def test_predict_into_a_folder_another_predict_holds_is_refused_naming_it(finished, tmp_path, capsys):
+    checkpoint, test = finished
+    out_dir = tmp_path / "pred"
+    code = f"from rdtutorial.runs import run_lock\nwith run_lock({str(out_dir)!r}):\n    print('held', flush=True)\n" \
+           "    input()\n"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    holder = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert main(["predict", str(checkpoint), str(test / "good"), "--out-dir", str(out_dir),
+                     "--no-progress"]) == 2
+        assert re.fullmatch(rf"--out-dir {out_dir} is in use by another run \(PID {holder.pid}, started .*\); "
+                            r"wait for it to finish or choose another --out-dir", _error(capsys))
+        assert _listing(out_dir) == []
+    finally:
+        holder.communicate("\n", timeout=30)
 
 
 # 6. resources up front -----------------------------------------------------------------------------------------------
