@@ -57,14 +57,7 @@ def test_the_check_reads_numbers_as_a_reader_does():
     assert found_in("", "0.81", "AUROC 0.81.")
 
 
-# Chapter 3's premise section is being rewritten (issue 23, item 1); its prose quotes the ignored training
-# table until then. Not strict: the rewritten chapter passes and then this mark goes.
-UNDER_REWRITE = {"03_leakage.ipynb"}
-
-
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(reason="chapter 3 is being rewritten (issue 23, item 1)"))
-    if p.name in UNDER_REWRITE else p for p in NOTEBOOKS], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_number_in_the_prose_is_a_compared_output(path: Path):
     cells = json.loads(path.read_text())["cells"]
     outputs = "\n".join(
