@@ -4,6 +4,7 @@ Each case ends in one clear error naming the folder, process or value at fault, 
 where it can be, and nothing the user had is lost or mixed. Tiny settings (64 px, a few images, 1-3 epochs).
 """
 
+import contextlib
 import json
 import re
 import os
@@ -108,20 +109,27 @@ def test_the_lock_info_left_by_a_killed_run_is_taken_over(tmp_path):
     assert not info.exists()
 
 
-def test_a_folder_held_by_another_process_is_refused_naming_it(tmp_path):
-    code = f"from rdtutorial.runs import run_lock\nwith run_lock({str(tmp_path)!r}):\n    print('held', flush=True)\n" \
+@contextlib.contextmanager
+def _held_by_another_process(folder: Path):
+    """A second Python process holds ``folder``'s run lock while the block runs; yields that process."""
+    code = f"from rdtutorial.runs import run_lock\nwith run_lock({str(folder)!r}):\n    print('held', flush=True)\n" \
            "    input()\n"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     holder = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)
     try:
         assert holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.communicate("\n", timeout=30)
+
+
+def test_a_folder_held_by_another_process_is_refused_naming_it(tmp_path):
+    with _held_by_another_process(tmp_path) as holder:
         with pytest.raises(RunFolderError, match=rf"--out-dir {tmp_path} is in use by another run "
                                                  rf"\(PID {holder.pid}, started .*\); wait for it"):
             with run_lock(tmp_path):
                 pass
-    finally:
-        holder.communicate("\n", timeout=30)
     with run_lock(tmp_path):  # released with the holder
         pass
 
@@ -207,20 +215,12 @@ def _listing(folder: Path) -> list[str]:
 def test_predict_into_a_folder_another_predict_holds_is_refused_naming_it(finished, tmp_path, capsys):
     checkpoint, test = finished
     out_dir = tmp_path / "pred"
-    code = f"from rdtutorial.runs import run_lock\nwith run_lock({str(out_dir)!r}):\n    print('held', flush=True)\n" \
-           "    input()\n"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    holder = subprocess.Popen([sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert holder.stdout.readline() == "held\n"
+    with _held_by_another_process(out_dir) as holder:
         assert main(["predict", str(checkpoint), str(test / "good"), "--out-dir", str(out_dir),
                      "--no-progress"]) == 2
         assert re.fullmatch(rf"--out-dir {out_dir} is in use by another run \(PID {holder.pid}, started .*\); "
                             r"wait for it to finish or choose another --out-dir", _error(capsys))
         assert _listing(out_dir) == []
-    finally:
-        holder.communicate("\n", timeout=30)
 
 
 # 6. resources up front -----------------------------------------------------------------------------------------------
